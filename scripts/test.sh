@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it. On a fresh Debian machine with Rust it first installs
+# what the tests drive for real (Prometheus and promtool, Alertmanager), then runs:
+#   formatting and lint checks, unit and integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    local sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo)
+    echo "==> installing ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+apt_install prometheus
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test (unit and integration)"
+cargo test --locked

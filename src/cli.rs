@@ -1,0 +1,166 @@
+//! Command-line flags (Prometheus exporter conventions) and the daemon's top-level flow:
+//! parse → load and validate the configuration → bind → run until a termination signal.
+//!
+//! The configuration is fully checked before any port is bound; `--config.check` stops there.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, ConfigSource, LoadError, Options};
+use crate::logging::{LogFormat, LogLevel};
+
+/// Prometheus exporter for Kaspersky Research Sandbox.
+#[derive(Debug, Parser)]
+#[command(
+    name = "krs-exporter",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("KRS_BUILD_REVISION"), ")"),
+    about,
+    long_about = None
+)]
+pub struct Flags {
+    /// The YAML configuration file.
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "krs-exporter.yml"
+    )]
+    pub config_file: PathBuf,
+    /// Validate the configuration, print a summary or the problems, and exit.
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+    /// Address to serve on: `:PORT`, `HOST:PORT` or `[::1]:PORT`.
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = ":10130"
+    )]
+    pub listen_address: String,
+    /// Path under which metrics are served.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics"
+    )]
+    pub telemetry_path: String,
+    /// Only log messages at or above this level.
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log line format.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+    /// Run against the built-in simulated sandbox with its bundled scenario.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("--web.telemetry-path {0:?}: must start with '/' and not be '/' or under '/-/'")]
+    TelemetryPath(String),
+    #[error("--web.listen-address {address:?}: {source}")]
+    Listen { address: String, source: io::Error },
+    #[error("demo mode: {0}")]
+    Demo(String),
+    #[error("starting the runtime: {0}")]
+    Runtime(io::Error),
+}
+
+impl CliError {
+    /// 2 for a bad configuration or flag (nothing was started), 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Load(_) | CliError::TelemetryPath(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// What a successful run did, for the binary to print.
+pub enum Outcome {
+    /// `--config.check` passed: the summary line.
+    Checked(String),
+    /// The daemon ran and stopped on a signal.
+    Stopped,
+}
+
+/// Runs the daemon as the flags say.
+pub fn run(flags: Flags) -> Result<Outcome, CliError> {
+    let path = &flags.telemetry_path;
+    if !path.starts_with('/') || path == "/" || path.starts_with("/-/") {
+        return Err(CliError::TelemetryPath(path.clone()));
+    }
+    if flags.config_check && !flags.demo {
+        let active = app::load(&ConfigSource::File(flags.config_file.clone()))?;
+        return Ok(Outcome::Checked(format!(
+            "{}: OK: {}",
+            flags.config_file.display(),
+            active.config.summary()
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let (source, banner, _demo) = if flags.demo {
+            let demo = crate::demo::start(shutdown.clone())
+                .await
+                .map_err(|e| CliError::Demo(e.to_string()))?;
+            let banner = format!(
+                "Demo mode: polling the built-in simulated sandbox at {}",
+                demo.base_url()
+            );
+            (
+                ConfigSource::Fixed(Box::new(demo.config.clone())),
+                Some(banner),
+                Some(demo),
+            )
+        } else {
+            (ConfigSource::File(flags.config_file.clone()), None, None)
+        };
+        let active = app::load(&source)?;
+        let listener = bind(&flags.listen_address).await?;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            app::termination_signal().await;
+            stop.cancel();
+        });
+        let options = Options {
+            telemetry_path: flags.telemetry_path.clone(),
+            banner,
+        };
+        app::run(source, active, listener, options, shutdown).await;
+        Ok(Outcome::Stopped)
+    })
+}
+
+/// Binds `address`. `:PORT` means every interface (IPv6 and IPv4 where the host allows).
+pub async fn bind(address: &str) -> Result<TcpListener, CliError> {
+    let err = |source| CliError::Listen {
+        address: address.to_string(),
+        source,
+    };
+    if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| err(io::Error::new(io::ErrorKind::InvalidInput, "invalid port")))?;
+        let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        return match TcpListener::bind(any6).await {
+            Ok(l) => Ok(l),
+            Err(_) => TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+                .await
+                .map_err(err),
+        };
+    }
+    TcpListener::bind(address).await.map_err(err)
+}

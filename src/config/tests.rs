@@ -1,0 +1,205 @@
+//! Tests of the whole loader: YAML text (or a file) in, a `Config` or the problem lines out.
+//! Each stage's own rules are tested beside it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::testing::*;
+use super::*;
+
+#[test]
+fn the_full_example_of_the_contract_loads_with_every_field() {
+    let dir = TempDir::new();
+    let password_file = dir.write("krs_password", "from-file\n");
+    let ca_file = dir.write("sandbox-ca.pem", PEM);
+    let yaml = include_str!("testdata/contract-example.yml")
+        .replace(
+            "/run/secrets/krs_password",
+            &password_file.to_string_lossy(),
+        )
+        .replace(
+            "/etc/krs-exporter/sandbox-ca.pem",
+            &ca_file.to_string_lossy(),
+        );
+    let config_path = dir.write("krs-exporter.yml", &yaml);
+
+    let config = Config::load_with_env(&config_path, &env).unwrap();
+
+    assert_eq!(config.source, config_path);
+    let s = &config.sandbox;
+    assert_eq!(s.url.as_str(), "https://sandbox.example.com/");
+    assert_eq!(s.username, "exporter");
+    assert_eq!(s.password.expose(), "from-file");
+    assert_eq!(s.password_file.as_deref(), Some(password_file.as_path()));
+    assert_eq!(s.ca_file.as_deref(), Some(ca_file.as_path()));
+    assert!(!s.insecure_skip_verify);
+    assert_eq!(s.timeout, Duration::from_secs(10));
+    assert_eq!(s.max_response_bytes, 16_777_216);
+    let p = &config.polling;
+    assert_eq!(p.interval, Duration::from_secs(60));
+    assert_eq!(p.concurrency, 4);
+    assert_eq!(p.retry.initial_interval, Duration::from_millis(500));
+    assert_eq!(p.retry.max_interval, Duration::from_secs(30));
+    assert_eq!(p.retry.multiplier, 2.0);
+    assert_eq!(p.retry.randomization_factor, 0.5);
+    assert_eq!(p.retry.max_elapsed_time, Duration::from_secs(120));
+    assert_eq!(config.tasks.len(), 2);
+    assert_eq!(config.tasks[0].id.as_str(), ID_A);
+    assert_eq!(config.tasks[0].name, "invoice-macro");
+    assert_eq!(
+        config.tasks[0].labels,
+        BTreeMap::from([
+            ("case".to_owned(), "IR-2291".to_owned()),
+            ("team".to_owned(), "soc".to_owned())
+        ])
+    );
+    assert_eq!(config.tasks[1].id.as_str(), ID_B);
+    assert_eq!(config.tasks[1].name, "");
+    assert!(config.tasks[1].labels.is_empty());
+    assert_eq!(config.metrics.file_info_zones, vec![DangerZone::Red]);
+    assert_eq!(config.metrics.max_label_length, 128);
+    assert_eq!(config.metrics.max_label_values, 100);
+}
+
+#[test]
+fn defaults_apply_when_optional_sections_and_fields_are_absent() {
+    let config = ok(MINIMAL);
+    assert_eq!(config.sandbox.password.expose(), PASSWORD);
+    assert_eq!(config.sandbox.password_file, None);
+    assert_eq!(config.sandbox.ca_file, None);
+    assert!(!config.sandbox.insecure_skip_verify);
+    assert_eq!(config.sandbox.timeout, Duration::from_secs(10));
+    assert_eq!(config.sandbox.max_response_bytes, 16 * 1024 * 1024);
+    assert_eq!(config.polling, PollingConfig::default());
+    assert_eq!(config.metrics, MetricsConfig::default());
+    assert!(config.tasks.is_empty());
+    assert_eq!(config.source, Path::new(SOURCE));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = "\
+sandbx: {}
+sandbox:
+  username: exporter
+  password: x
+  timeout: ten
+  colour: blue
+polling:
+  concurrency: -1
+tasks:
+  - bad-id-1
+  - bad-id-2
+  - id: 0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71
+    labels: {__meta: x}
+metrics:
+  file_info_zones: [Purple]
+";
+    let lines = problems(yaml);
+    let fields: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "sandbx",
+            "sandbox.colour",
+            "sandbox.url",
+            "sandbox.timeout",
+            "polling.concurrency",
+            "tasks[0]",
+            "tasks[1]",
+            "tasks[2].labels.__meta",
+            "metrics.file_info_zones[0]",
+        ],
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn a_missing_sandbox_section_is_one_problem() {
+    assert_eq!(
+        one_problem("polling:\n  interval: 30s\n"),
+        "sandbox: required section is missing (it needs at least url, username and password or password_file)"
+    );
+    assert_eq!(problems("").len(), 1);
+}
+
+#[test]
+fn debug_output_of_a_config_never_shows_the_password() {
+    let config = ok(&format!("{MINIMAL}tasks:\n  - {ID_A}\n"));
+    let debug = format!("{config:?} {config:#?}");
+    assert!(!debug.contains(PASSWORD), "{debug}");
+    assert!(debug.contains("<redacted>"));
+}
+
+#[test]
+fn the_summary_names_counts_interval_and_url_but_never_the_password() {
+    let config = ok(&format!("{MINIMAL}tasks:\n  - {ID_A}\n  - {ID_B}\n"));
+    assert_eq!(
+        config.summary(),
+        "2 tasks, interval 1m, concurrency 4, sandbox https://sandbox.example.com/"
+    );
+    let one = ok(&format!("{MINIMAL}tasks:\n  - {ID_A}\n"));
+    assert!(one.summary().starts_with("1 task, "));
+    assert!(!config.summary().contains(PASSWORD));
+}
+
+#[test]
+fn a_yaml_syntax_error_is_one_problem_with_its_line_and_column() {
+    let line = one_problem("sandbox:\n  url: https://h\n username: x\n");
+    assert!(
+        line.starts_with("invalid YAML at line 3, column 2: did not find expected key"),
+        "{line}"
+    );
+}
+
+#[test]
+fn garbage_values_are_escaped_and_truncated_in_problems() {
+    let garbage = format!("\\e[31m{}", "A".repeat(200));
+    let line = one_problem(&format!(
+        "{MINIMAL}  timeout: \"{garbage}\\nforged line\"\n"
+    ));
+    assert!(line.contains(r#"(got "\u{1b}[31mAAAA"#), "{line}");
+    assert!(line.ends_with("…\")"), "{line}");
+    assert!(!line.contains("forged"), "{line}");
+}
+
+#[test]
+fn a_missing_file_is_a_read_error_naming_it() {
+    let path = Path::new("/nonexistent/krs-exporter.yml");
+    let err = Config::load(path).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(
+        err.to_string().starts_with(
+            "cannot read configuration file /nonexistent/krs-exporter.yml: No such file"
+        ),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(source.is_some_and(|s| s.contains("No such file")));
+    assert!(err.problems().is_empty());
+}
+
+#[test]
+fn the_problems_are_available_as_values_too() {
+    let err = load(&with_sandbox("")).unwrap_err();
+    assert_eq!(
+        err.problems(),
+        [Problem::new(
+            "sandbox",
+            "one of password or password_file is required"
+        )]
+    );
+}
+
+#[test]
+fn equal_files_give_equal_configs_and_a_changed_setting_does_not() {
+    let a = ok(MINIMAL);
+    assert_eq!(a, ok(MINIMAL));
+    let b = ok(&format!("{MINIMAL}  timeout: 5s\n"));
+    assert_ne!(a.sandbox, b.sandbox);
+    assert_eq!(a.polling, b.polling);
+}

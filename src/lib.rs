@@ -1,0 +1,46 @@
+//! krs-exporter: a Prometheus exporter for Kaspersky Research Sandbox.
+//!
+//! It polls `GET /api/v1/sandbox/tasks/{id}/downloads` for every task of a YAML watch list and
+//! serves per-task danger-zone counts, YARA and detection matches, fleet counters of new
+//! activity, and the health of the sandbox API on `/metrics`.
+//!
+//! # Component map
+//! Data flows one way:
+//!
+//! ```text
+//! config ──► scheduler ──► sandbox (client, decode, classify) ──► state ──► metrics ─┐
+//!   ▲           │  (retry, gate)                                       │              ├─► server
+//!   └── app (reload, shutdown) ◄── SIGHUP / POST /-/reload             └─► landing ───┘
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cli`] | flags, the top-level flow, exit codes |
+//! | [`config`] | the YAML file: parsing, `${VAR}` expansion, validation into [`config::Config`] |
+//! | [`app`] | wiring, reloads, the shutdown path |
+//! | [`scheduler`] | when each task is polled, concurrency, retries, the pause gate |
+//! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
+//! | [`sandbox`] | one HTTP attempt, response decoding, error classification |
+//! | [`state`] | per-task records, baselines for the fleet counters |
+//! | [`metrics`] | the metrics contract and the exposition text |
+//! | [`server`] | HTTP routes and the landing page |
+//! | [`labels`] | hygiene for strings that come from the sandbox |
+//! | [`logging`] | logfmt / JSON log output |
+//! | [`simulator`] | a fake sandbox for the demo, tests and benchmarks |
+//! | [`demo`] | `--demo`: the simulator in-process with a bundled scenario |
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod labels;
+pub mod logging;
+pub mod metrics;
+pub mod retry;
+pub mod sandbox;
+pub mod scheduler;
+pub mod secret;
+pub mod server;
+pub mod simulator;
+pub mod state;
+pub mod zone;

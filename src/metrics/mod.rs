@@ -1,0 +1,514 @@
+//! The metrics contract (`spec/metrics.md`) and its rendering for `/metrics`.
+//!
+//! Two sources make one exposition:
+//! - a `prometheus` crate [`Registry`] owned by [`Metrics`] for what the exporter counts itself
+//!   (API traffic, polls, fleet counters, config state, build info, process metrics);
+//! - the per-task families, written straight from [`State`] at scrape time by
+//!   [`exposition`]: their series come and go with the watch list and their label values come
+//!   from the sandbox, which suits a writer that escapes every value and keeps no registry
+//!   entries to clean up.
+
+pub mod exposition;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::labels::OTHER;
+use crate::sandbox::{Attempt, AttemptError, FailureReason};
+use crate::state::{NewActivity, State};
+use crate::zone::DangerZone;
+use exposition::{header, sample};
+
+/// Distinct sandbox error codes kept as label values; the rest become [`OTHER`].
+const MAX_ERROR_CODES: usize = 32;
+
+/// Content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exporter's own metrics: a registry and typed handles into it.
+pub struct Metrics {
+    registry: Registry,
+    api_requests: IntCounterVec,
+    api_errors: IntCounterVec,
+    api_failures: IntCounterVec,
+    api_retries: IntCounter,
+    api_duration: Histogram,
+    api_up: IntGauge,
+    polls: IntCounter,
+    poll_failures: IntCounter,
+    poll_duration: Histogram,
+    poll_panics: IntCounter,
+    downloads: IntCounterVec,
+    yara_hits: IntCounterVec,
+    watched_tasks: IntGauge,
+    reload_ok: IntGauge,
+    reload_ok_time: Gauge,
+    /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
+    /// capped like any other.
+    error_codes: Mutex<HashSet<String>>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition is valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let api_requests = counter_vec(
+            "krs_api_requests_total",
+            "HTTP responses received from the sandbox, every attempt, by status code.",
+            &["code"],
+        );
+        let api_errors = counter_vec(
+            "krs_api_errors_total",
+            "Sandbox responses with status >= 400, by status and the sandbox's error code.",
+            &["code", "error_code"],
+        );
+        let api_failures = counter_vec(
+            "krs_api_request_failures_total",
+            "Attempts that got no usable response, by reason.",
+            &["reason"],
+        );
+        let downloads = counter_vec(
+            "krs_downloads_total",
+            "Newly observed downloaded files (after each task's baseline poll), by danger zone.",
+            &["danger_zone"],
+        );
+        let yara_hits = counter_vec(
+            "krs_yara_hits_total",
+            "Newly observed (file, YARA rule) matches, by rule.",
+            &["rule"],
+        );
+        for reason in FailureReason::ALL {
+            api_failures.with_label_values(&[reason.as_str()]);
+        }
+        for zone in DangerZone::DOCUMENTED {
+            downloads.with_label_values(&[zone.as_str()]);
+        }
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition is valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let api_retries = counter("krs_api_retries_total", "Attempts beyond the first.");
+        let polls = counter(
+            "krs_polls_total",
+            "Finished task polls (all attempts for one task in one cycle).",
+        );
+        let poll_failures = counter(
+            "krs_poll_failures_total",
+            "Polls that ended without a successful response.",
+        );
+        let poll_panics = counter(
+            "krs_poll_panics_total",
+            "Polls that panicked while processing a response (contained; the task is polled again).",
+        );
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("static metric definition is valid");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("metric names are unique");
+            h
+        };
+        let api_duration = histogram(
+            "krs_api_request_duration_seconds",
+            "Duration of one attempt, request to full body.",
+            vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        );
+        let poll_duration = histogram(
+            "krs_poll_duration_seconds",
+            "Duration of one poll, retries and backoff included.",
+            vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ],
+        );
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition is valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        let api_up = int_gauge(
+            "krs_api_up",
+            "1 if the latest attempt got an HTTP response other than 401, 403 or 5xx.",
+        );
+        let watched_tasks = int_gauge("krs_watched_tasks", "Tasks in the active watch list.");
+        let reload_ok = int_gauge(
+            "krs_config_last_reload_successful",
+            "1 if the latest configuration load or reload succeeded.",
+        );
+        let reload_ok_time = Gauge::new(
+            "krs_config_last_reload_success_timestamp_seconds",
+            "Time of the latest successful configuration load.",
+        )
+        .expect("static metric definition is valid");
+        registry
+            .register(Box::new(reload_ok_time.clone()))
+            .expect("metric names are unique");
+        let build_info = IntGauge::with_opts(
+            Opts::new(
+                "krs_exporter_build_info",
+                "Build information of the running exporter.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION"))
+            .const_label("revision", env!("KRS_BUILD_REVISION")),
+        )
+        .expect("static metric definition is valid");
+        build_info.set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("metric names are unique");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metric names are unique");
+        Metrics {
+            registry,
+            api_requests,
+            api_errors,
+            api_failures,
+            api_retries,
+            api_duration,
+            api_up,
+            polls,
+            poll_failures,
+            poll_duration,
+            poll_panics,
+            downloads,
+            yara_hits,
+            watched_tasks,
+            reload_ok,
+            reload_ok_time,
+            error_codes: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Counts one attempt: its status or failure reason, its duration, and API health.
+    pub fn record_attempt(&self, attempt: &Attempt) {
+        self.api_duration.observe(attempt.duration.as_secs_f64());
+        if let Some(status) = attempt.status {
+            let code = status.to_string();
+            self.api_requests.with_label_values(&[&code]).inc();
+            if status >= 400 {
+                let error_code = attempt
+                    .result
+                    .as_ref()
+                    .err()
+                    .and_then(AttemptError::api_code)
+                    .map(|c| self.error_code_label(c))
+                    .unwrap_or_default();
+                self.api_errors
+                    .with_label_values(&[&code, &error_code])
+                    .inc();
+            }
+            let healthy = !matches!(status, 401 | 403 | 500..=599);
+            self.api_up.set(i64::from(healthy));
+        }
+        if let Err(AttemptError::Transport { reason, .. }) = &attempt.result {
+            self.api_failures
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            if matches!(reason, FailureReason::Timeout | FailureReason::Connect) {
+                self.api_up.set(0);
+            }
+        }
+    }
+
+    pub fn record_retry(&self) {
+        self.api_retries.inc();
+    }
+
+    /// Marks the API down without an attempt (polling paused after a 401 or an outage).
+    pub fn set_api_down(&self) {
+        self.api_up.set(0);
+    }
+
+    pub fn record_poll(&self, duration: Duration, success: bool) {
+        self.polls.inc();
+        if !success {
+            self.poll_failures.inc();
+        }
+        self.poll_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn record_panic(&self) {
+        self.poll_panics.inc();
+    }
+
+    pub fn record_activity(&self, activity: &NewActivity) {
+        for zone in &activity.downloads {
+            self.downloads.with_label_values(&[zone.as_str()]).inc();
+        }
+        for rule in &activity.yara_hits {
+            self.yara_hits.with_label_values(&[rule]).inc();
+        }
+    }
+
+    pub fn set_watched_tasks(&self, n: usize) {
+        self.watched_tasks.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records the outcome of a configuration load or reload.
+    pub fn record_reload(&self, success: bool) {
+        self.reload_ok.set(i64::from(success));
+        if success {
+            self.reload_ok_time.set(unix_seconds(SystemTime::now()));
+        }
+    }
+
+    /// The whole exposition: the registry's families, then the per-task families.
+    pub fn render(&self, state: &State) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        let families = self.registry.gather();
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding our own registry into a Vec cannot fail: every family is well-formed.
+        if TextEncoder::new().encode(&families, &mut buf).is_ok() {
+            out.push_str(&String::from_utf8_lossy(&buf));
+        }
+        render_tasks(&mut out, state);
+        out
+    }
+
+    fn error_code_label(&self, code: &str) -> String {
+        let valid = !code.is_empty()
+            && code.len() <= 16
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return OTHER.to_string();
+        }
+        let mut seen = self.error_codes.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(code) {
+            code.to_string()
+        } else if seen.len() < MAX_ERROR_CODES {
+            seen.insert(code.to_string());
+            code.to_string()
+        } else {
+            OTHER.to_string()
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Writes the per-task families from one consistent view of the state.
+fn render_tasks(out: &mut String, state: &State) {
+    let view = state.read();
+    let watch = view.watch_list();
+
+    header(
+        out,
+        "krs_task_info",
+        "gauge",
+        "Watch-list metadata of a task (always 1), for joins.",
+    );
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2 + watch.label_keys.len());
+    for (spec, _) in view.tasks() {
+        labels.clear();
+        labels.push(("task_id", spec.id.as_str()));
+        labels.push(("name", &spec.name));
+        for key in &watch.label_keys {
+            let value = spec.labels.get(key).map_or("", String::as_str);
+            labels.push((key, value));
+        }
+        sample(out, "krs_task_info", &labels, 1u64);
+    }
+
+    let polled = || view.tasks().filter(|(_, t)| t.last_poll.is_some());
+    header(
+        out,
+        "krs_task_up",
+        "gauge",
+        "1 if the latest poll of the task succeeded, else 0.",
+    );
+    for (spec, t) in polled() {
+        sample(
+            out,
+            "krs_task_up",
+            &[("task_id", spec.id.as_str())],
+            u64::from(t.up),
+        );
+    }
+    header(
+        out,
+        "krs_task_last_poll_timestamp_seconds",
+        "gauge",
+        "End of the latest poll of the task (Unix seconds).",
+    );
+    for (spec, t) in polled() {
+        if let Some(at) = t.last_poll {
+            sample(
+                out,
+                "krs_task_last_poll_timestamp_seconds",
+                &[("task_id", spec.id.as_str())],
+                unix_seconds(at),
+            );
+        }
+    }
+    header(
+        out,
+        "krs_task_last_success_timestamp_seconds",
+        "gauge",
+        "End of the latest successful poll of the task (Unix seconds).",
+    );
+    for (spec, t) in polled() {
+        if let Some(at) = t.last_success {
+            sample(
+                out,
+                "krs_task_last_success_timestamp_seconds",
+                &[("task_id", spec.id.as_str())],
+                unix_seconds(at),
+            );
+        }
+    }
+    header(
+        out,
+        "krs_task_last_status_code",
+        "gauge",
+        "HTTP status of the latest poll's final attempt; 0 when no response arrived.",
+    );
+    for (spec, t) in polled() {
+        sample(
+            out,
+            "krs_task_last_status_code",
+            &[("task_id", spec.id.as_str())],
+            u64::from(t.last_status),
+        );
+    }
+
+    let snapshots = || {
+        view.tasks()
+            .filter_map(|(spec, t)| t.snapshot.as_ref().map(|s| (spec.id.as_str(), s)))
+    };
+    header(
+        out,
+        "krs_task_downloads",
+        "gauge",
+        "Files the task downloaded, by danger zone, from the latest successful poll.",
+    );
+    for (id, snap) in snapshots() {
+        for zone in DangerZone::ALL {
+            let n = snap.zones[zone.index()];
+            if n > 0 || zone != DangerZone::Unknown {
+                sample(
+                    out,
+                    "krs_task_downloads",
+                    &[("task_id", id), ("danger_zone", zone.as_str())],
+                    n,
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "krs_task_download_bytes",
+        "gauge",
+        "Sum of the sizes of the task's downloaded files.",
+    );
+    for (id, snap) in snapshots() {
+        sample(
+            out,
+            "krs_task_download_bytes",
+            &[("task_id", id)],
+            snap.bytes,
+        );
+    }
+    header(
+        out,
+        "krs_task_https_downloads",
+        "gauge",
+        "Files the task downloaded over HTTPS.",
+    );
+    for (id, snap) in snapshots() {
+        sample(
+            out,
+            "krs_task_https_downloads",
+            &[("task_id", id)],
+            snap.https,
+        );
+    }
+    header(
+        out,
+        "krs_task_yara_matches",
+        "gauge",
+        "Files of the task that triggered the YARA rule.",
+    );
+    for (id, snap) in snapshots() {
+        for (rule, n) in &snap.yara {
+            sample(
+                out,
+                "krs_task_yara_matches",
+                &[("task_id", id), ("rule", rule)],
+                *n,
+            );
+        }
+    }
+    header(
+        out,
+        "krs_task_detections",
+        "gauge",
+        "Files of the task carrying the detection name.",
+    );
+    for (id, snap) in snapshots() {
+        for (detection, n) in &snap.detections {
+            sample(
+                out,
+                "krs_task_detections",
+                &[("task_id", id), ("detection", detection)],
+                *n,
+            );
+        }
+    }
+    header(
+        out,
+        "krs_download_info",
+        "gauge",
+        "One series per downloaded file in the configured zones (always 1).",
+    );
+    for (id, snap) in snapshots() {
+        for file in &snap.files {
+            sample(
+                out,
+                "krs_download_info",
+                &[
+                    ("task_id", id),
+                    ("danger_zone", file.zone.as_str()),
+                    ("sha256", &file.sha256),
+                    ("file_name", &file.name),
+                    ("file_type", &file.file_type),
+                ],
+                1u64,
+            );
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, with millisecond resolution.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}

@@ -1,0 +1,16 @@
+//! The sandbox API client: HTTP transport, response decoding and error classification.
+//!
+//! - [`client`] sends one attempt (Basic auth, timeout, size cap) and says what happened;
+//! - [`decode`] turns a 200 body into [`Download`] records, liberal in what it accepts;
+//! - [`classify`] maps an error response to an [`ApiFailure`] (retryable or not).
+//!
+//! Nothing here retries or records metrics: the scheduler decides what to do with an
+//! [`Attempt`].
+
+pub mod classify;
+pub mod client;
+pub mod decode;
+
+pub use classify::ApiFailure;
+pub use client::{Attempt, AttemptError, FailureReason, SandboxClient};
+pub use decode::Download;

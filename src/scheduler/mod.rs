@@ -1,0 +1,317 @@
+//! The poll scheduler: decides when each watched task is polled and runs the polls.
+//!
+//! - Each task has a stable phase within `interval` ([`plan`]), so requests are spread evenly.
+//! - At most `concurrency` attempts are in flight (a semaphore); the dispatcher takes a slot
+//!   before spawning a poll, so the number of spawned polls is bounded too.
+//! - A task never has two polls at once: a poll still running when its next turn comes skips
+//!   that turn.
+//! - Every attempt passes the pause [`gate`] (401 or unreachable sandbox).
+//! - A reload ([`Active`] sent over a watch channel) keeps the phase of tasks that stay, polls
+//!   added tasks promptly (spread over a few seconds) and forgets removed ones; running polls
+//!   finish with the settings they started with.
+//! - A panic inside one poll is contained: it is logged and counted, and the task is polled
+//!   again at its next turn.
+
+pub mod gate;
+pub mod plan;
+pub mod poll;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, TaskId};
+use crate::metrics::Metrics;
+use crate::sandbox::SandboxClient;
+use crate::state::State;
+use gate::{Gate, PauseChange};
+use poll::{PollContext, PollEnd};
+
+/// Tasks added by a reload are polled within this window (or the interval, if shorter).
+const NEW_TASK_WINDOW: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for running polls (they are cancelled, so this is generous).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A validated configuration with the client built from it: what the scheduler runs on.
+pub struct Active {
+    pub config: Config,
+    pub client: SandboxClient,
+}
+
+/// Runs until `shutdown` is cancelled or the configuration channel closes, then waits (boundedly)
+/// for running polls.
+pub async fn run(
+    mut active: watch::Receiver<Arc<Active>>,
+    state: Arc<State>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let first = Arc::clone(&active.borrow_and_update());
+    let mut dispatcher = Dispatcher::new(&first, Arc::clone(&metrics));
+    dispatcher.schedule_new(
+        &first.config.tasks,
+        first.config.polling.interval,
+        Instant::now(),
+    );
+
+    loop {
+        let next_due = dispatcher.next_due();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            changed = active.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let next = Arc::clone(&active.borrow_and_update());
+                dispatcher.reconfigure(&next);
+            }
+            () = sleep_until(next_due) => {
+                let Some((task, busy)) = dispatcher.pop_due(Instant::now()) else {
+                    continue;
+                };
+                if busy.load(Ordering::Acquire) {
+                    debug!(task_id = %task, "previous poll still running; skipping this turn");
+                    continue;
+                }
+                let ctx = Arc::clone(&dispatcher.ctx);
+                let permit = tokio::select! {
+                    p = Arc::clone(&ctx.permits).acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    () = shutdown.cancelled() => break,
+                };
+                busy.store(true, Ordering::Release);
+                let guard = BusyGuard(busy);
+                let (state, metrics, shutdown) =
+                    (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
+                let inner = tokio::spawn(async move {
+                    let _guard = guard;
+                    if let Some(end) = poll::poll(&ctx, &task, permit, &shutdown).await {
+                        finish(end, &state, &metrics);
+                    }
+                });
+                let metrics = Arc::clone(&dispatcher.metrics);
+                tracker.spawn(async move {
+                    if let Err(e) = inner.await {
+                        if e.is_panic() {
+                            metrics.record_panic();
+                            error!("a poll panicked; the task will be polled again at its next turn");
+                        }
+                    }
+                });
+            }
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("polls still running after the drain timeout; abandoning them");
+    }
+}
+
+/// Hands a finished poll to the state and metrics, and logs transitions.
+fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
+    for change in &end.pause_changes {
+        match change {
+            PauseChange::Paused { reason, delay } => warn!(
+                reason = reason.describe(),
+                pause_s = delay.as_secs(),
+                "pausing all polling"
+            ),
+            PauseChange::Resumed { after } => {
+                info!(after = after.describe(), "polling resumed")
+            }
+        }
+    }
+    let task = end.report.task.clone();
+    let status = end.report.status;
+    let error = end.report.result.as_ref().err().cloned();
+    let files = end.report.result.as_ref().map_or(0, Vec::len);
+    let applied = state.apply(end.report);
+    metrics.record_activity(&applied.activity);
+    metrics.record_poll(end.duration, error.is_none());
+    debug!(
+        task_id = %task,
+        status,
+        attempts = end.attempts,
+        files,
+        duration_ms = end.duration.as_millis() as u64,
+        "poll finished"
+    );
+    match (&error, applied.was_up) {
+        (None, Some(false)) => info!(task_id = %task, "task poll recovered"),
+        (Some(e), None | Some(true)) => {
+            warn!(task_id = %task, status, error = %e, "task poll failed")
+        }
+        _ => {}
+    }
+}
+
+/// The timer queue and the per-task bookkeeping.
+struct Dispatcher {
+    ctx: Arc<PollContext>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    slots: HashMap<TaskId, Slot>,
+    queue: BinaryHeap<Reverse<Due>>,
+    next_token: u64,
+}
+
+struct Slot {
+    /// Identifies this slot's queue entries; entries of a removed task are skipped.
+    token: u64,
+    busy: Arc<AtomicBool>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: Instant,
+    token: u64,
+    task: TaskId,
+}
+
+/// Clears a task's busy flag when its poll ends, panics included.
+struct BusyGuard(Arc<AtomicBool>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Dispatcher {
+    fn new(active: &Active, metrics: Arc<Metrics>) -> Self {
+        Dispatcher {
+            ctx: Arc::new(context(active, None, Arc::clone(&metrics))),
+            metrics,
+            interval: active.config.polling.interval,
+            slots: HashMap::new(),
+            queue: BinaryHeap::new(),
+            next_token: 0,
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse(d)| d.at)
+    }
+
+    /// Pops the earliest entry, queues the task's next turn and returns it, unless the entry
+    /// belongs to a task no longer watched.
+    fn pop_due(&mut self, now: Instant) -> Option<(TaskId, Arc<AtomicBool>)> {
+        let Reverse(due) = self.queue.pop()?;
+        let slot = self.slots.get(&due.task).filter(|s| s.token == due.token)?;
+        let busy = Arc::clone(&slot.busy);
+        let mut next = due.at + self.interval;
+        // After a stall (a suspended machine, a saturated sandbox) skip missed turns rather
+        // than firing them all at once.
+        while next <= now {
+            next += self.interval;
+        }
+        self.queue.push(Reverse(Due {
+            at: next,
+            token: due.token,
+            task: due.task.clone(),
+        }));
+        Some((due.task, busy))
+    }
+
+    /// Queues the first poll of `tasks`, spread evenly over `window` from `now`.
+    fn schedule_new(&mut self, tasks: &[crate::config::TaskSpec], window: Duration, now: Instant) {
+        let ids: Vec<&TaskId> = tasks.iter().map(|t| &t.id).collect();
+        let phases = plan::phases(ids.iter().copied(), window);
+        for (id, phase) in ids.into_iter().zip(phases) {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.slots.insert(
+                id.clone(),
+                Slot {
+                    token,
+                    busy: Arc::new(AtomicBool::new(false)),
+                },
+            );
+            self.queue.push(Reverse(Due {
+                at: now + phase,
+                token,
+                task: id.clone(),
+            }));
+        }
+    }
+
+    fn reconfigure(&mut self, active: &Active) {
+        let config = &active.config;
+        self.ctx = Arc::new(context(active, Some(&self.ctx), Arc::clone(&self.metrics)));
+        self.interval = config.polling.interval;
+        let wanted: std::collections::HashSet<&TaskId> =
+            config.tasks.iter().map(|t| &t.id).collect();
+        self.slots.retain(|id, _| wanted.contains(id));
+        let added: Vec<crate::config::TaskSpec> = config
+            .tasks
+            .iter()
+            .filter(|t| !self.slots.contains_key(&t.id))
+            .cloned()
+            .collect();
+        let window = NEW_TASK_WINDOW.min(self.interval);
+        self.schedule_new(&added, window, Instant::now());
+        // Drop queue entries of removed tasks now rather than one interval later.
+        let slots = &self.slots;
+        self.queue
+            .retain(|Reverse(d)| slots.get(&d.task).is_some_and(|s| s.token == d.token));
+        info!(
+            tasks = config.tasks.len(),
+            added = added.len(),
+            interval_s = self.interval.as_secs_f64(),
+            "scheduler reconfigured"
+        );
+    }
+}
+
+/// Builds the poll context for `active`, keeping the concurrency semaphore and the pause gate
+/// of `previous` when the settings they depend on did not change.
+fn context(
+    active: &Active,
+    previous: Option<&Arc<PollContext>>,
+    metrics: Arc<Metrics>,
+) -> PollContext {
+    let config = &active.config;
+    let retry = config.polling.retry.clone();
+    let concurrency = config.polling.concurrency;
+    let permits = match previous {
+        Some(p) if p.concurrency == concurrency => Arc::clone(&p.permits),
+        _ => Arc::new(Semaphore::new(concurrency)),
+    };
+    // New sandbox settings (say, a rotated password) deserve a fresh try at once.
+    let gate = match previous {
+        Some(p) if p.sandbox == config.sandbox => Arc::clone(&p.gate),
+        _ => Arc::new(Gate::new(retry.initial_interval, retry.max_interval)),
+    };
+    PollContext {
+        client: active.client.clone(),
+        retry,
+        gate,
+        permits,
+        metrics,
+        concurrency,
+        sandbox: config.sandbox.clone(),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

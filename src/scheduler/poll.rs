@@ -1,0 +1,138 @@
+//! One poll of one task: attempts with retries and backoff, through the pause gate, ending in
+//! a [`PollReport`] for the state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::gate::{Admission, Gate, PauseChange, PauseReason};
+use crate::config::{RetryConfig, TaskId};
+use crate::metrics::Metrics;
+use crate::retry::RetrySchedule;
+use crate::sandbox::{Attempt, SandboxClient};
+use crate::state::PollReport;
+
+/// Everything a poll needs; replaced as a whole on reload, so running polls finish with the
+/// settings they started with.
+pub struct PollContext {
+    pub client: SandboxClient,
+    pub retry: RetryConfig,
+    pub gate: Arc<Gate>,
+    pub permits: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    /// The settings the semaphore and gate were made for, to tell on reload whether to keep them.
+    pub concurrency: usize,
+    pub sandbox: crate::config::SandboxConfig,
+}
+
+/// How a poll ended, beyond its report.
+pub struct PollEnd {
+    pub report: PollReport,
+    pub duration: Duration,
+    pub attempts: u32,
+    pub pause_changes: Vec<PauseChange>,
+}
+
+/// Polls `task` until success, a permanent failure, the retry budget, or shutdown (`None`).
+/// `first_permit` is the concurrency slot the dispatcher already holds for the first attempt.
+pub async fn poll(
+    ctx: &PollContext,
+    task: &TaskId,
+    first_permit: OwnedSemaphorePermit,
+    shutdown: &CancellationToken,
+) -> Option<PollEnd> {
+    let started = Instant::now();
+    let mut schedule = RetrySchedule::new(&ctx.retry);
+    let mut permit = Some(first_permit);
+    let mut attempts = 0u32;
+    let mut pause_changes = Vec::new();
+    let (status, result) = loop {
+        let probe = match ctx.gate.admit() {
+            Admission::Open => false,
+            Admission::Probe => true,
+            Admission::Paused { reason, remaining } => {
+                ctx.metrics.set_api_down();
+                break paused(reason, remaining);
+            }
+        };
+        let slot = match permit.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = Arc::clone(&ctx.permits).acquire_owned() => p.ok()?,
+                () = shutdown.cancelled() => return None,
+            },
+        };
+        if attempts > 0 {
+            ctx.metrics.record_retry();
+        }
+        attempts += 1;
+        let attempt: Attempt = tokio::select! {
+            a = ctx.client.fetch_downloads(task) => a,
+            () = shutdown.cancelled() => return None,
+        };
+        drop(slot);
+        ctx.metrics.record_attempt(&attempt);
+        if let Some(change) = ctx.gate.report(&attempt, probe) {
+            pause_changes.push(change);
+        }
+        debug!(
+            task_id = %task,
+            attempt = attempts,
+            status = attempt.status.unwrap_or(0),
+            duration_ms = attempt.duration.as_millis() as u64,
+            "attempt finished"
+        );
+        let status = attempt.status.unwrap_or(0);
+        match attempt.result {
+            Ok(downloads) => break (status, Ok(downloads)),
+            Err(e) => {
+                let retry = e.retryable() && ctx.gate.current().is_none();
+                let delay = if retry {
+                    schedule.next_delay(attempt.retry_after)
+                } else {
+                    None
+                };
+                match delay {
+                    Some(delay) => {
+                        debug!(task_id = %task, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = shutdown.cancelled() => return None,
+                        }
+                    }
+                    None => break (status, Err(e.to_string())),
+                }
+            }
+        }
+    };
+    Some(PollEnd {
+        report: PollReport {
+            task: task.clone(),
+            finished: SystemTime::now(),
+            status,
+            result,
+        },
+        duration: started.elapsed(),
+        attempts,
+        pause_changes,
+    })
+}
+
+fn paused(
+    reason: PauseReason,
+    remaining: Duration,
+) -> (u16, Result<Vec<crate::sandbox::Download>, String>) {
+    let status = match reason {
+        PauseReason::Unauthorized => 401,
+        PauseReason::Unreachable => 0,
+    };
+    let message = format!(
+        "polling paused: {}; next try in {}s",
+        reason.describe(),
+        remaining.as_secs().max(1)
+    );
+    (status, Err(message))
+}

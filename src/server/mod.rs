@@ -1,0 +1,209 @@
+//! The exporter's HTTP server (hyper 1): routes, connection handling and graceful drain.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /metrics` (the telemetry path) | the exposition, `text/plain; version=0.0.4` |
+//! | `GET /` | landing page with the per-task status table |
+//! | `GET /-/healthy` | 200 while the process runs |
+//! | `GET /-/ready` | 200 once every watched task was polled, 503 before |
+//! | `POST /-/reload` | reload the configuration: 200, or 500 with the errors; 405 for other methods |
+//! | anything else | 404 (405 for a known path with a wrong method) |
+//!
+//! The server only reads the state; it never talks to the sandbox. Each connection runs in its
+//! own task with a header-read timeout, so a stalled client cannot pin it.
+
+mod landing;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::metrics::{Metrics, CONTENT_TYPE};
+use crate::state::State;
+
+/// A client must send its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for open connections to finish their requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A reload asked for over HTTP; the answer is `Ok(summary)` or `Err(problems)`.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+/// What the routes read.
+pub struct Routes {
+    pub state: Arc<State>,
+    pub metrics: Arc<Metrics>,
+    pub telemetry_path: String,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// Shown on the landing page (e.g. "demo mode").
+    pub banner: Option<String>,
+}
+
+type Body = Full<Bytes>;
+
+/// Accepts connections until `shutdown`, then drains them within [`DRAIN_TIMEOUT`].
+pub async fn serve(listener: TcpListener, routes: Arc<Routes>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let routes = Arc::clone(&routes);
+        let service = service_fn(move |req| {
+            let routes = Arc::clone(&routes);
+            async move { Ok::<_, Infallible>(handle(&routes, req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => info!("HTTP server drained"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("HTTP connections still open after the drain timeout"),
+    }
+}
+
+/// Routes one request. Public so tests can call it without a socket.
+pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let method = req.method();
+    let readable = method == Method::GET || method == Method::HEAD;
+    let response = if path == routes.telemetry_path {
+        if readable {
+            metrics(routes).await
+        } else {
+            not_allowed("GET, HEAD")
+        }
+    } else {
+        match path {
+            "/" if readable => html(landing::render(routes)),
+            "/-/healthy" if readable => text(StatusCode::OK, "Healthy\n".into()),
+            "/-/ready" if readable => ready(routes),
+            "/-/reload" if method == Method::POST || method == Method::PUT => reload(routes).await,
+            "/-/reload" => not_allowed("POST, PUT"),
+            "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
+            _ => text(StatusCode::NOT_FOUND, "Not found\n".into()),
+        }
+    };
+    if method == Method::HEAD {
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::default());
+    }
+    response
+}
+
+async fn metrics(routes: &Routes) -> Response<Body> {
+    let (state, metrics) = (Arc::clone(&routes.state), Arc::clone(&routes.metrics));
+    // Rendering is CPU work proportional to the watch list: keep it off the async workers.
+    match tokio::task::spawn_blocking(move || metrics.render(&state)).await {
+        Ok(body) => with_type(StatusCode::OK, CONTENT_TYPE, body.into()),
+        Err(e) => {
+            warn!(error = %e, "rendering metrics failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering failed\n".into(),
+            )
+        }
+    }
+}
+
+fn ready(routes: &Routes) -> Response<Body> {
+    if routes.state.ready() {
+        text(StatusCode::OK, "Ready\n".into())
+    } else {
+        let view = routes.state.read();
+        let total = view.watch_list().tasks.len();
+        let polled = view.tasks().filter(|(_, t)| t.last_poll.is_some()).count();
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Not ready: {polled} of {total} watched tasks polled\n"),
+        )
+    }
+}
+
+async fn reload(routes: &Routes) -> Response<Body> {
+    let (tx, rx) = oneshot::channel();
+    if routes.reload.send(tx).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    match rx.await {
+        Ok(Ok(summary)) => text(
+            StatusCode::OK,
+            format!("configuration reloaded: {summary}\n"),
+        ),
+        Ok(Err(problems)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed; the previous configuration stays active\n{problems}\n"),
+        ),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed\n".into(),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    with_type(status, "text/plain; charset=utf-8", body.into())
+}
+
+fn html(body: String) -> Response<Body> {
+    let mut r = with_type(StatusCode::OK, "text/html; charset=utf-8", body.into());
+    // The page shows sandbox data: forbid scripts outright, whatever slips through escaping.
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    r
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}

@@ -1,0 +1,639 @@
+//! What the polls have produced: one record per watched task, plus the baseline bookkeeping
+//! behind the fleet counters.
+//!
+//! Writers are the scheduler's polls ([`State::apply`]) and reloads
+//! ([`State::replace_watch_list`]); readers are the `/metrics` renderer and the landing page
+//! ([`State::read`]). The lock is a plain `RwLock` held only for in-memory work, never across
+//! an `.await`; the expensive part of a poll (counting, cleaning strings) happens before the
+//! lock is taken. The watch list and the task records change under one lock, so a reader sees
+//! either the old or the new watch list, never a mix.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::SystemTime;
+
+use crate::config::{Config, TaskId, TaskSpec};
+use crate::labels::{self, OTHER};
+use crate::sandbox::Download;
+use crate::zone::DangerZone;
+
+/// Cap on the length of a stored error message (they can quote the sandbox).
+const MAX_ERROR_CHARS: usize = 512;
+
+/// The fleet counters keep at most this many times `max_label_values` distinct rules.
+const FLEET_RULES_FACTOR: usize = 10;
+
+/// All task records and the active watch list.
+pub struct State {
+    inner: RwLock<Inner>,
+}
+
+/// The active watch list with the limits that shape the exported data.
+#[derive(Clone, Debug)]
+pub struct WatchList {
+    pub tasks: Vec<TaskSpec>,
+    /// Union of the `labels:` keys of every task, sorted: extra labels of `krs_task_info`.
+    pub label_keys: Vec<String>,
+    pub limits: Limits,
+}
+
+/// Bounds applied to sandbox strings and label cardinality.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_label_length: usize,
+    pub max_label_values: usize,
+    /// Indexed by [`DangerZone::index`]: whether files of that zone get `krs_download_info`.
+    pub file_info_zones: [bool; 6],
+}
+
+/// The outcome of one poll, as the scheduler hands it over.
+#[derive(Debug)]
+pub struct PollReport {
+    pub task: TaskId,
+    pub finished: SystemTime,
+    /// HTTP status of the final attempt; 0 when no response arrived.
+    pub status: u16,
+    /// The downloads, or a one-line description of why there are none.
+    pub result: Result<Vec<Download>, String>,
+}
+
+/// What a poll added to the fleet counters.
+#[derive(Debug, Default, PartialEq)]
+pub struct NewActivity {
+    /// One entry per newly observed file (or zone change), in its zone.
+    pub downloads: Vec<DangerZone>,
+    /// One entry per newly observed (file, rule) match; the rule already capped and cleaned.
+    pub yara_hits: Vec<String>,
+}
+
+/// What applying a poll changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    pub activity: NewActivity,
+    /// Whether the task was up before this poll; `None` if it had never been polled.
+    pub was_up: Option<bool>,
+}
+
+/// A read-only view for renderers.
+pub struct View<'a> {
+    inner: RwLockReadGuard<'a, Inner>,
+}
+
+/// Everything known about one watched task.
+#[derive(Debug, Default)]
+pub struct TaskState {
+    pub last_poll: Option<SystemTime>,
+    pub last_success: Option<SystemTime>,
+    pub up: bool,
+    pub last_status: u16,
+    pub last_error: Option<String>,
+    /// From the latest successful poll; kept while later polls fail.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Files seen in the latest successful poll; `None` until the baseline poll.
+    seen: Option<HashMap<u64, SeenFile>>,
+}
+
+/// The per-task counts derived from one successful response. Strings are already cleaned.
+#[derive(Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Files per zone, indexed by [`DangerZone::index`].
+    pub zones: [u64; 6],
+    pub bytes: u64,
+    pub https: u64,
+    /// (rule, files) sorted by rule, capped with [`OTHER`].
+    pub yara: Vec<(String, u64)>,
+    /// (detection, files) sorted by name, capped with [`OTHER`].
+    pub detections: Vec<(String, u64)>,
+    /// Files in the configured `file_info_zones`.
+    pub files: Vec<FileInfo>,
+}
+
+/// A file named in `krs_download_info`.
+#[derive(Debug, PartialEq)]
+pub struct FileInfo {
+    pub zone: DangerZone,
+    pub sha256: String,
+    pub name: String,
+    pub file_type: String,
+}
+
+struct Inner {
+    watch: Arc<WatchList>,
+    tasks: HashMap<TaskId, TaskState>,
+    /// Whether every task of the first watch list has been polled once (a latch).
+    ready: bool,
+    /// Distinct rule values already used in `krs_yara_hits_total`.
+    fleet_rules: HashSet<String>,
+}
+
+#[derive(Debug)]
+struct SeenFile {
+    zone: DangerZone,
+    /// Hashes of the YARA rules already counted for this file.
+    rules: Vec<u64>,
+}
+
+impl WatchList {
+    pub fn from_config(config: &Config) -> Self {
+        let mut file_info_zones = [false; 6];
+        for zone in &config.metrics.file_info_zones {
+            file_info_zones[zone.index()] = true;
+        }
+        WatchList {
+            tasks: config.tasks.clone(),
+            label_keys: config.label_keys(),
+            limits: Limits {
+                max_label_length: config.metrics.max_label_length,
+                max_label_values: config.metrics.max_label_values,
+                file_info_zones,
+            },
+        }
+    }
+}
+
+impl State {
+    pub fn new(watch: WatchList) -> Self {
+        let mut inner = Inner {
+            watch: Arc::new(WatchList {
+                tasks: Vec::new(),
+                label_keys: Vec::new(),
+                limits: watch.limits.clone(),
+            }),
+            tasks: HashMap::new(),
+            ready: false,
+            fleet_rules: HashSet::new(),
+        };
+        inner.set_watch(watch);
+        State {
+            inner: RwLock::new(inner),
+        }
+    }
+
+    /// Makes `watch` the active list: records of removed tasks are dropped (their series
+    /// vanish), added tasks start without a baseline.
+    pub fn replace_watch_list(&self, watch: WatchList) {
+        self.write().set_watch(watch);
+    }
+
+    /// The active watch list.
+    pub fn watch_list(&self) -> Arc<WatchList> {
+        Arc::clone(&self.read_inner().watch)
+    }
+
+    /// Records a finished poll and returns what it adds to the fleet counters. A report for a
+    /// task that has left the watch list is dropped.
+    pub fn apply(&self, report: PollReport) -> Applied {
+        let limits = self.read_inner().watch.limits.clone();
+        let prepared = report.result.map(|downloads| prepare(&downloads, &limits));
+        let mut inner = self.write();
+        let Inner {
+            tasks, fleet_rules, ..
+        } = &mut *inner;
+        let Some(task) = tasks.get_mut(&report.task) else {
+            return Applied::default();
+        };
+        let was_up = task.last_poll.map(|_| task.up);
+        task.last_poll = Some(report.finished);
+        task.last_status = report.status;
+        let activity = match prepared {
+            Ok(prepared) => {
+                task.up = true;
+                task.last_success = Some(report.finished);
+                task.last_error = None;
+                task.snapshot = Some(Arc::new(prepared.snapshot));
+                let previous = task.seen.replace(prepared.seen);
+                match previous {
+                    None => NewActivity::default(),
+                    Some(previous) => {
+                        let mut activity = NewActivity::default();
+                        for new in &prepared.new_files {
+                            match previous.get(&new.key) {
+                                None => {
+                                    activity.downloads.push(new.zone);
+                                    activity
+                                        .yara_hits
+                                        .extend(new.rules.iter().map(|(_, rule)| rule.clone()));
+                                }
+                                Some(old) => {
+                                    if old.zone != new.zone {
+                                        activity.downloads.push(new.zone);
+                                    }
+                                    for (hash, rule) in &new.rules {
+                                        if !old.rules.contains(hash) {
+                                            activity.yara_hits.push(rule.clone());
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let cap = limits.max_label_values * FLEET_RULES_FACTOR;
+                        for rule in &mut activity.yara_hits {
+                            if !fleet_rules.contains(rule.as_str()) {
+                                if fleet_rules.len() < cap {
+                                    fleet_rules.insert(rule.clone());
+                                } else {
+                                    *rule = OTHER.to_string();
+                                }
+                            }
+                        }
+                        activity
+                    }
+                }
+            }
+            Err(error) => {
+                task.up = false;
+                task.last_error = Some(labels::clean(&error_or_default(error), MAX_ERROR_CHARS));
+                NewActivity::default()
+            }
+        };
+        if !inner.ready {
+            inner.ready = inner.tasks.values().all(|t| t.last_poll.is_some());
+        }
+        Applied { activity, was_up }
+    }
+
+    /// Whether every task of the watch list has been polled at least once. Once true it stays
+    /// true: a reload adding tasks does not take a serving exporter out of rotation.
+    pub fn ready(&self) -> bool {
+        self.read_inner().ready
+    }
+
+    /// A consistent read-only view for rendering. Hold it briefly: polls wait for it.
+    pub fn read(&self) -> View<'_> {
+        View {
+            inner: self.read_inner(),
+        }
+    }
+
+    fn read_inner(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data that is still consistent per field;
+        // serving it beats taking the exporter down.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl View<'_> {
+    pub fn watch_list(&self) -> &WatchList {
+        &self.inner.watch
+    }
+
+    /// Watched tasks in watch-list order with their records.
+    pub fn tasks(&self) -> impl Iterator<Item = (&TaskSpec, &TaskState)> + '_ {
+        let tasks = &self.inner.tasks;
+        self.inner
+            .watch
+            .tasks
+            .iter()
+            .filter_map(move |spec| tasks.get(&spec.id).map(|state| (spec, state)))
+    }
+}
+
+impl Inner {
+    fn set_watch(&mut self, watch: WatchList) {
+        let keep: HashSet<&TaskId> = watch.tasks.iter().map(|t| &t.id).collect();
+        self.tasks.retain(|id, _| keep.contains(id));
+        for spec in &watch.tasks {
+            self.tasks.entry(spec.id.clone()).or_default();
+        }
+        if !self.ready && watch.tasks.is_empty() {
+            self.ready = true;
+        }
+        self.watch = Arc::new(watch);
+    }
+}
+
+fn error_or_default(error: String) -> String {
+    if error.is_empty() {
+        "poll failed".to_string()
+    } else {
+        error
+    }
+}
+
+/// A successful response digested outside the lock.
+struct Prepared {
+    snapshot: Snapshot,
+    seen: HashMap<u64, SeenFile>,
+    new_files: Vec<NewFile>,
+}
+
+struct NewFile {
+    key: u64,
+    zone: DangerZone,
+    /// (hash of the raw rule, cleaned rule label value)
+    rules: Vec<(u64, String)>,
+}
+
+fn prepare(downloads: &[Download], limits: &Limits) -> Prepared {
+    let max = limits.max_label_length;
+    let mut snapshot = Snapshot::default();
+    let mut yara: HashMap<String, u64> = HashMap::new();
+    let mut detections: HashMap<String, u64> = HashMap::new();
+    let mut seen = HashMap::with_capacity(downloads.len());
+    let mut new_files = Vec::with_capacity(downloads.len());
+    for file in downloads {
+        snapshot.zones[file.zone.index()] += 1;
+        snapshot.bytes = snapshot.bytes.saturating_add(file.size);
+        snapshot.https += u64::from(file.is_https);
+        let mut rules: Vec<(u64, String)> = Vec::new();
+        for rule in &file.yara_rules {
+            let hash = hash_of(rule);
+            if rules.iter().any(|(h, _)| *h == hash) {
+                continue;
+            }
+            let label = labels::clean(rule, max);
+            *yara.entry(label.clone()).or_default() += 1;
+            rules.push((hash, label));
+        }
+        let mut file_detections: Vec<String> = file
+            .detection_names
+            .iter()
+            .map(|d| labels::clean(d, max))
+            .collect();
+        file_detections.sort_unstable();
+        file_detections.dedup();
+        for d in file_detections {
+            *detections.entry(d).or_default() += 1;
+        }
+        if limits.file_info_zones[file.zone.index()] {
+            snapshot.files.push(FileInfo {
+                zone: file.zone,
+                sha256: labels::clean(&file.sha256, max),
+                name: labels::clean(&file.name, max),
+                file_type: labels::clean(&file.file_type, max),
+            });
+        }
+        let key = file_key(file);
+        new_files.push(NewFile {
+            key,
+            zone: file.zone,
+            rules: rules.clone(),
+        });
+        let entry = seen.entry(key).or_insert(SeenFile {
+            zone: file.zone,
+            rules: Vec::new(),
+        });
+        entry.zone = file.zone;
+        entry.rules.extend(rules.into_iter().map(|(h, _)| h));
+    }
+    snapshot.yara = cap_values(yara, limits.max_label_values);
+    snapshot.detections = cap_values(detections, limits.max_label_values);
+    snapshot
+        .files
+        .sort_by(|a, b| (a.zone, &a.sha256, &a.name).cmp(&(b.zone, &b.sha256, &b.name)));
+    snapshot.files.dedup();
+    Prepared {
+        snapshot,
+        seen,
+        new_files,
+    }
+}
+
+/// Keeps the `max` values with the most files (ties by name) and sums the rest under
+/// [`OTHER`]; the result is sorted by value for stable output.
+fn cap_values(values: HashMap<String, u64>, max: usize) -> Vec<(String, u64)> {
+    let mut values: Vec<(String, u64)> = values.into_iter().collect();
+    if values.len() > max {
+        values.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let other: u64 = values[max..].iter().map(|(_, n)| n).sum();
+        values.truncate(max);
+        match values.iter_mut().find(|(v, _)| v == OTHER) {
+            Some(existing) => existing.1 += other,
+            None => values.push((OTHER.to_string(), other)),
+        }
+    }
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    values
+}
+
+/// A file's identity within its task: its SHA-256, or its name and size when the hash is empty.
+fn file_key(file: &Download) -> u64 {
+    let mut h = DefaultHasher::new();
+    if file.sha256.is_empty() {
+        1u8.hash(&mut h);
+        file.name.hash(&mut h);
+        file.size.hash(&mut h);
+    } else {
+        0u8.hash(&mut h);
+        file.sha256.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn hash_of(s: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn task(id: &str) -> TaskSpec {
+        TaskSpec {
+            id: TaskId::parse(id).unwrap(),
+            name: String::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    const T1: &str = "0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71";
+    const T2: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+    fn limits() -> Limits {
+        let mut file_info_zones = [false; 6];
+        file_info_zones[DangerZone::Red.index()] = true;
+        Limits {
+            max_label_length: 128,
+            max_label_values: 100,
+            file_info_zones,
+        }
+    }
+
+    fn state(ids: &[&str]) -> State {
+        State::new(WatchList {
+            tasks: ids.iter().map(|id| task(id)).collect(),
+            label_keys: Vec::new(),
+            limits: limits(),
+        })
+    }
+
+    fn file(sha: &str, zone: DangerZone, rules: &[&str]) -> Download {
+        Download {
+            zone,
+            sha256: sha.to_string(),
+            name: format!("{sha}.bin"),
+            size: 10,
+            yara_rules: rules.iter().map(|r| r.to_string()).collect(),
+            ..Download::default()
+        }
+    }
+
+    fn ok(id: &str, files: Vec<Download>) -> PollReport {
+        PollReport {
+            task: TaskId::parse(id).unwrap(),
+            finished: SystemTime::now(),
+            status: 200,
+            result: Ok(files),
+        }
+    }
+
+    #[test]
+    fn files_present_at_the_baseline_poll_are_not_counted() {
+        let s = state(&[T1]);
+        let activity = s
+            .apply(ok(T1, vec![file("aa", DangerZone::Red, &["R1"])]))
+            .activity;
+        assert_eq!(activity, NewActivity::default());
+        let view = s.read();
+        let (_, t) = view.tasks().next().unwrap();
+        assert_eq!(
+            t.snapshot.as_ref().unwrap().zones[DangerZone::Red.index()],
+            1
+        );
+    }
+
+    #[test]
+    fn a_new_file_is_counted_once_in_its_zone_with_its_rules() {
+        let s = state(&[T1]);
+        s.apply(ok(T1, vec![file("aa", DangerZone::Green, &[])]));
+        let two = vec![
+            file("aa", DangerZone::Green, &[]),
+            file("bb", DangerZone::Red, &["R1", "R2"]),
+        ];
+        let activity = s.apply(ok(T1, two)).activity;
+        assert_eq!(activity.downloads, vec![DangerZone::Red]);
+        assert_eq!(activity.yara_hits, vec!["R1".to_string(), "R2".to_string()]);
+        let again = s
+            .apply(ok(
+                T1,
+                vec![
+                    file("aa", DangerZone::Green, &[]),
+                    file("bb", DangerZone::Red, &["R1", "R2"]),
+                ],
+            ))
+            .activity;
+        assert_eq!(again, NewActivity::default());
+    }
+
+    #[test]
+    fn a_zone_change_counts_once_more_in_the_new_zone() {
+        let s = state(&[T1]);
+        s.apply(ok(T1, vec![file("aa", DangerZone::Grey, &[])]));
+        let activity = s
+            .apply(ok(T1, vec![file("aa", DangerZone::Red, &["R9"])]))
+            .activity;
+        assert_eq!(activity.downloads, vec![DangerZone::Red]);
+        assert_eq!(activity.yara_hits, vec!["R9".to_string()]);
+    }
+
+    #[test]
+    fn a_failed_poll_keeps_the_last_good_snapshot() {
+        let s = state(&[T1]);
+        s.apply(ok(T1, vec![file("aa", DangerZone::Red, &[])]));
+        s.apply(PollReport {
+            task: TaskId::parse(T1).unwrap(),
+            finished: SystemTime::now(),
+            status: 500,
+            result: Err("sandbox answered HTTP 500\nforged=1".into()),
+        });
+        let view = s.read();
+        let (_, t) = view.tasks().next().unwrap();
+        assert!(!t.up);
+        assert_eq!(t.last_status, 500);
+        assert!(t.snapshot.is_some());
+        assert!(!t.last_error.as_ref().unwrap().contains('\n'));
+    }
+
+    #[test]
+    fn removing_a_task_drops_its_record_and_reports_for_it_are_ignored() {
+        let s = state(&[T1, T2]);
+        s.apply(ok(T2, vec![file("aa", DangerZone::Red, &[])]));
+        s.replace_watch_list(WatchList {
+            tasks: vec![task(T1)],
+            label_keys: Vec::new(),
+            limits: limits(),
+        });
+        assert_eq!(s.read().tasks().count(), 1);
+        s.apply(ok(T2, vec![file("bb", DangerZone::Red, &[])]));
+        assert_eq!(s.read().tasks().count(), 1);
+    }
+
+    #[test]
+    fn readiness_latches_once_every_task_was_polled() {
+        let s = state(&[T1, T2]);
+        assert!(!s.ready());
+        s.apply(ok(T1, vec![]));
+        assert!(!s.ready());
+        s.apply(PollReport {
+            task: TaskId::parse(T2).unwrap(),
+            finished: SystemTime::now(),
+            status: 404,
+            result: Err("not found".into()),
+        });
+        assert!(s.ready());
+    }
+
+    #[test]
+    fn distinct_rules_beyond_the_cap_are_summed_under_other() {
+        let mut values = HashMap::new();
+        for i in 0..10 {
+            values.insert(format!("rule{i}"), 1 + i as u64);
+        }
+        let capped = cap_values(values, 3);
+        assert_eq!(capped.len(), 4);
+        let other = capped.iter().find(|(v, _)| v == OTHER).unwrap().1;
+        assert_eq!(other, (1..=7).sum::<u64>());
+        assert!(capped.iter().any(|(v, n)| v == "rule9" && *n == 10));
+    }
+
+    #[test]
+    fn a_task_with_ten_thousand_rules_stays_within_the_cap() {
+        let s = state(&[T1]);
+        let rules: Vec<String> = (0..10_000).map(|i| format!("r{i}")).collect();
+        let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+        s.apply(ok(T1, vec![file("aa", DangerZone::Red, &refs)]));
+        let view = s.read();
+        let (_, t) = view.tasks().next().unwrap();
+        let snap = t.snapshot.as_ref().unwrap();
+        assert_eq!(snap.yara.len(), 101);
+        assert_eq!(snap.yara.iter().map(|(_, n)| n).sum::<u64>(), 10_000);
+    }
+
+    #[test]
+    fn files_without_a_hash_are_identified_by_name_and_size() {
+        let s = state(&[T1]);
+        let mut f = file("", DangerZone::Grey, &[]);
+        f.name = "a.exe".into();
+        s.apply(ok(T1, vec![f.clone()]));
+        let mut g = f.clone();
+        g.size = 11;
+        let activity = s.apply(ok(T1, vec![f, g])).activity;
+        assert_eq!(activity.downloads, vec![DangerZone::Grey]);
+    }
+
+    #[test]
+    fn only_files_in_the_configured_zones_get_info_series() {
+        let s = state(&[T1]);
+        s.apply(ok(
+            T1,
+            vec![
+                file("aa", DangerZone::Red, &[]),
+                file("bb", DangerZone::Green, &[]),
+            ],
+        ));
+        let view = s.read();
+        let (_, t) = view.tasks().next().unwrap();
+        let files = &t.snapshot.as_ref().unwrap().files;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].sha256, "aa");
+    }
+}

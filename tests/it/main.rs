@@ -1,0 +1,11 @@
+//! Integration tests: the exporter against the in-process simulated sandbox, observed as a user
+//! observes it — scraped metrics, HTTP answers, exit codes and log lines.
+
+mod support;
+
+mod cli;
+mod counting;
+mod decoding;
+mod errors;
+mod lifecycle;
+mod pages;
