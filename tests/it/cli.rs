@@ -190,3 +190,25 @@ async fn the_password_never_appears_in_logs_metrics_or_pages_even_at_debug() {
     })
     .await;
 }
+
+#[test]
+fn the_shipped_example_configuration_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = write_file(dir.path(), "password", "example-password\n");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yml"))
+            .unwrap()
+            .replace("/run/secrets/krs_password", &password.to_string_lossy());
+    let path = write_file(dir.path(), "example.yml", &example);
+    let out = binary()
+        .args(["--config.check", "--config.file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 tasks"));
+}
