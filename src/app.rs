@@ -20,6 +20,7 @@ use crate::sandbox::client::ClientBuildError;
 use crate::sandbox::SandboxClient;
 use crate::scheduler::{self, Active};
 use crate::server::{self, ReloadRequest, Routes};
+use crate::shard::Shard;
 use crate::state::{State, WatchList};
 
 /// How long shutdown waits for the scheduler after the server has drained.
@@ -42,21 +43,24 @@ pub enum LoadError {
     Client(#[from] ClientBuildError),
 }
 
-/// Server options that do not live in the configuration file.
+/// Options that do not live in the configuration file.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub telemetry_path: String,
     /// A line shown on the landing page (demo mode says so).
     pub banner: Option<String>,
+    /// Which part of the watch list this replica polls.
+    pub shard: Shard,
 }
 
-/// Loads and validates the configuration and builds its client: everything that can fail
-/// before a port is bound or a request is sent.
-pub fn load(source: &ConfigSource) -> Result<Active, LoadError> {
-    let config = match source {
+/// Loads and validates the configuration, keeps the tasks of `shard`, and builds the client:
+/// everything that can fail before a port is bound or a request is sent.
+pub fn load(source: &ConfigSource, shard: Shard) -> Result<Active, LoadError> {
+    let mut config = match source {
         ConfigSource::File(path) => Config::load(path)?,
         ConfigSource::Fixed(config) => (**config).clone(),
     };
+    config.tasks.retain(|task| shard.owns(&task.id));
     let client = SandboxClient::new(&config.sandbox, config.polling.concurrency)?;
     if config.sandbox.insecure_skip_verify {
         warn!("sandbox.insecure_skip_verify is on: the sandbox's TLS certificate is not verified");
@@ -72,13 +76,14 @@ pub async fn run(
     options: Options,
     shutdown: CancellationToken,
 ) {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(options.shard));
     let state = Arc::new(State::new(WatchList::from_config(&active.config)));
     metrics.record_reload(true);
     metrics.set_watched_tasks(active.config.tasks.len());
     info!(
         config = %active.config.source.display(),
         summary = %active.config.summary(),
+        shard = %options.shard,
         "configuration loaded"
     );
 
@@ -93,6 +98,7 @@ pub async fn run(
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
     let reloader = Reloader {
         source,
+        shard: options.shard,
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
         active: active_tx,
@@ -125,6 +131,7 @@ pub async fn run(
 /// Applies reloads asked for by `SIGHUP` or `POST /-/reload`, one at a time.
 struct Reloader {
     source: ConfigSource,
+    shard: Shard,
     state: Arc<State>,
     metrics: Arc<Metrics>,
     active: watch::Sender<Arc<Active>>,
@@ -152,7 +159,7 @@ impl Reloader {
     /// Validates the whole new configuration, then swaps it in; on failure nothing changes but
     /// `krs_config_last_reload_successful`.
     fn reload(&self, trigger: &str) -> Result<String, String> {
-        match load(&self.source) {
+        match load(&self.source, self.shard) {
             Ok(active) => {
                 let summary = active.config.summary();
                 self.state

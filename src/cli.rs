@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, ConfigSource, LoadError, Options};
 use crate::logging::{LogFormat, LogLevel};
+use crate::shard::{Shard, ShardError};
 
 /// Prometheus exporter for Kaspersky Research Sandbox.
 #[derive(Debug, Parser)]
@@ -57,6 +58,12 @@ pub struct Flags {
     /// Run against the built-in simulated sandbox with its bundled scenario.
     #[arg(long)]
     pub demo: bool,
+    /// This replica's shard: a number, or a StatefulSet pod name ending in -N.
+    #[arg(long = "shard.index", value_name = "I", default_value = "0")]
+    pub shard_index: String,
+    /// Split the watch list into this many shards, one per replica.
+    #[arg(long = "shard.total", value_name = "N", default_value_t = 1)]
+    pub shard_total: u32,
 }
 
 /// Why the daemon stopped with an error.
@@ -68,6 +75,8 @@ pub enum CliError {
     TelemetryPath(String),
     #[error("--web.listen-address {address:?}: {source}")]
     Listen { address: String, source: io::Error },
+    #[error("{0}")]
+    Shard(#[from] ShardError),
     #[error("demo mode: {0}")]
     Demo(String),
     #[error("starting the runtime: {0}")]
@@ -78,7 +87,7 @@ impl CliError {
     /// 2 for a bad configuration or flag (nothing was started), 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Load(_) | CliError::TelemetryPath(_) => 2,
+            CliError::Load(_) | CliError::TelemetryPath(_) | CliError::Shard(_) => 2,
             _ => 1,
         }
     }
@@ -98,10 +107,16 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
     if !path.starts_with('/') || path == "/" || path.starts_with("/-/") {
         return Err(CliError::TelemetryPath(path.clone()));
     }
+    let shard = Shard::parse(&flags.shard_index, flags.shard_total)?;
     if flags.config_check && !flags.demo {
-        let active = app::load(&ConfigSource::File(flags.config_file.clone()))?;
+        let active = app::load(&ConfigSource::File(flags.config_file.clone()), shard)?;
+        let sharding = if shard == Shard::ALL {
+            String::new()
+        } else {
+            format!(" (shard {shard})")
+        };
         return Ok(Outcome::Checked(format!(
-            "{}: OK: {}",
+            "{}: OK: {}{sharding}",
             flags.config_file.display(),
             active.config.summary()
         )));
@@ -128,7 +143,7 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
         } else {
             (ConfigSource::File(flags.config_file.clone()), None, None)
         };
-        let active = app::load(&source)?;
+        let active = app::load(&source, shard)?;
         let listener = bind(&flags.listen_address).await?;
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -138,6 +153,7 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
         let options = Options {
             telemetry_path: flags.telemetry_path.clone(),
             banner,
+            shard,
         };
         app::run(source, active, listener, options, shutdown).await;
         Ok(Outcome::Stopped)

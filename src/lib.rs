@@ -24,6 +24,7 @@
 //! | [`state`] | per-task records, baselines for the fleet counters |
 //! | [`metrics`] | the metrics contract and the exposition text |
 //! | [`server`] | HTTP routes and the landing page |
+//! | [`shard`] | which tasks this replica polls when the fleet is sharded |
 //! | [`labels`] | hygiene for strings that come from the sandbox |
 //! | [`logging`] | logfmt / JSON log output |
 //! | [`simulator`] | a fake sandbox for the demo, tests and benchmarks |
@@ -41,6 +42,7 @@ pub mod sandbox;
 pub mod scheduler;
 pub mod secret;
 pub mod server;
+pub mod shard;
 pub mod simulator;
 pub mod state;
 pub mod zone;

@@ -21,6 +21,7 @@ use prometheus::{
 
 use crate::labels::OTHER;
 use crate::sandbox::{Attempt, AttemptError, FailureReason};
+use crate::shard::Shard;
 use crate::state::{NewActivity, State};
 use crate::zone::DangerZone;
 use exposition::{header, sample};
@@ -55,7 +56,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(shard: Shard) -> Self {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels)
@@ -175,6 +176,16 @@ impl Metrics {
         registry
             .register(Box::new(build_info))
             .expect("metric names are unique");
+        int_gauge(
+            "krs_shard_index",
+            "This replica's shard (0 when the watch list is not sharded).",
+        )
+        .set(i64::from(shard.index()));
+        int_gauge(
+            "krs_shards",
+            "Number of shards the watch list is split into (1 when not sharded).",
+        )
+        .set(i64::from(shard.total()));
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -311,7 +322,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(Shard::ALL)
     }
 }
 

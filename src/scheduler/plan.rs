@@ -2,22 +2,12 @@
 //!
 //! Tasks are ordered by a fixed hash of their id and given phases `interval × rank / n`, so
 //! polls are spaced evenly (no burst at start or at each tick) and an unchanged watch list
-//! always yields the same phases. The hash is FNV-1a, written out here so it never changes
-//! with the standard library's hasher.
+//! always yields the same phases. The hash is [`stable_hash`], the one sharding uses.
 
 use std::time::Duration;
 
 use crate::config::TaskId;
-
-/// 64-bit FNV-1a of `bytes`: stable across builds and platforms.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+use crate::shard::stable_hash;
 
 /// Phases for `tasks` spread over `window`, returned in the input order.
 pub fn phases<'a>(tasks: impl IntoIterator<Item = &'a TaskId>, window: Duration) -> Vec<Duration> {
@@ -72,11 +62,5 @@ mod tests {
         }
         let max = per_second.iter().max().copied().unwrap();
         assert!(max <= 17, "busiest second has {max} polls, mean is 16.7");
-    }
-
-    #[test]
-    fn fnv1a_matches_the_reference_vectors() {
-        assert_eq!(stable_hash(b""), 0xcbf29ce484222325);
-        assert_eq!(stable_hash(b"a"), 0xaf63dc4c8601ec8c);
     }
 }

@@ -9,3 +9,4 @@ mod decoding;
 mod errors;
 mod lifecycle;
 mod pages;
+mod sharding;

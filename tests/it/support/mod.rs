@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use krs_exporter::app::{self, ConfigSource, Options};
+use krs_exporter::shard::Shard;
 use krs_exporter::simulator::{self, Scenario, SimHandle, SimTask};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -148,17 +149,24 @@ pub struct Exporter {
 impl Exporter {
     /// Writes `yaml` to a file, loads it as the binary would, and serves on `127.0.0.1:0`.
     pub async fn start(yaml: &str) -> Exporter {
+        Exporter::start_shard(yaml, Shard::ALL).await
+    }
+
+    /// Like [`Exporter::start`], polling only the tasks of `shard`.
+    pub async fn start_shard(yaml: &str, shard: Shard) -> Exporter {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("krs-exporter.yml");
         std::fs::write(&config_path, yaml).expect("write config");
         let source = ConfigSource::File(config_path.clone());
-        let active = app::load(&source).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let active =
+            app::load(&source, shard).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let token = CancellationToken::new();
         let options = Options {
             telemetry_path: "/metrics".into(),
             banner: None,
+            shard,
         };
         let task = tokio::spawn(app::run(source, active, listener, options, token.clone()));
         Exporter {
