@@ -51,6 +51,8 @@ pub struct Options {
     pub banner: Option<String>,
     /// Which part of the watch list this replica polls.
     pub shard: Shard,
+    /// HTTP requests served at once (`--web.max-requests`); 0 means no cap.
+    pub max_requests: usize,
 }
 
 /// Loads and validates the configuration, keeps the tasks of `shard`, and builds the client:
@@ -114,6 +116,8 @@ pub async fn run(
         telemetry_path: options.telemetry_path,
         reload: reload_tx,
         banner: options.banner,
+        max_requests: (options.max_requests > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_requests))),
     });
     server::serve(listener, routes, shutdown.clone()).await;
 

@@ -42,6 +42,9 @@ pub struct Flags {
         default_value = ":10130"
     )]
     pub listen_address: String,
+    /// Requests served at once; more get 503. 0 means no limit.
+    #[arg(long = "web.max-requests", value_name = "N", default_value_t = 40)]
+    pub max_requests: usize,
     /// Path under which metrics are served.
     #[arg(
         long = "web.telemetry-path",
@@ -154,6 +157,7 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
             telemetry_path: flags.telemetry_path.clone(),
             banner,
             shard,
+            max_requests: flags.max_requests,
         };
         app::run(source, active, listener, options, shutdown).await;
         Ok(Outcome::Stopped)

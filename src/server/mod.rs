@@ -10,11 +10,15 @@
 //! | anything else | 404 (405 for a known path with a wrong method) |
 //!
 //! The server only reads the state; it never talks to the sandbox. Each connection runs in its
-//! own task with a header-read timeout, so a stalled client cannot pin it.
+//! own task with a header-read timeout, so a stalled client cannot pin it; open connections
+//! and requests in progress are capped (beyond `--web.max-requests`, 503), so slow or numerous
+//! clients cannot starve scrapes. `/metrics` is gzip-compressed when the client asks for it, as
+//! Prometheus does.
 
 mod landing;
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +32,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -41,6 +45,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Open connections at most; further ones wait in the kernel's backlog until one closes.
+const MAX_CONNECTIONS: usize = 512;
+
 /// A reload asked for over HTTP; the answer is `Ok(summary)` or `Err(problems)`.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
@@ -52,6 +59,8 @@ pub struct Routes {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Shown on the landing page (e.g. "demo mode").
     pub banner: Option<String>,
+    /// Requests served at once; beyond, 503. `None` means no cap.
+    pub max_requests: Option<Arc<Semaphore>>,
 }
 
 type Body = Full<Bytes>;
@@ -59,7 +68,15 @@ type Body = Full<Bytes>;
 /// Accepts connections until `shutdown`, then drains them within [`DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, routes: Arc<Routes>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = Arc::clone(&connections).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shutdown.cancelled() => break,
@@ -84,6 +101,7 @@ pub async fn serve(listener: TcpListener, routes: Arc<Routes>, shutdown: Cancell
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 debug!(peer = %peer, error = %e, "connection ended with an error");
             }
@@ -98,12 +116,24 @@ pub async fn serve(listener: TcpListener, routes: Arc<Routes>, shutdown: Cancell
 
 /// Routes one request. Public so tests can call it without a socket.
 pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
+    let _permit = match &routes.max_requests {
+        Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many concurrent requests; try again\n".into(),
+                )
+            }
+        },
+        None => None,
+    };
     let path = req.uri().path();
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
     let response = if path == routes.telemetry_path {
         if readable {
-            metrics(routes).await
+            metrics(routes, accepts_gzip(&req)).await
         } else {
             not_allowed("GET, HEAD")
         }
@@ -125,11 +155,32 @@ pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
     response
 }
 
-async fn metrics(routes: &Routes) -> Response<Body> {
+async fn metrics(routes: &Routes, gzip: bool) -> Response<Body> {
     let (state, metrics) = (Arc::clone(&routes.state), Arc::clone(&routes.metrics));
     // Rendering is CPU work proportional to the watch list: keep it off the async workers.
-    match tokio::task::spawn_blocking(move || metrics.render(&state)).await {
-        Ok(body) => with_type(StatusCode::OK, CONTENT_TYPE, body.into()),
+    let rendered = tokio::task::spawn_blocking(move || {
+        let text = metrics.render(&state);
+        if gzip {
+            compress(text.as_bytes()).map(|b| (b, true))
+        } else {
+            Some((Bytes::from(text), false))
+        }
+    })
+    .await;
+    match rendered {
+        Ok(Some((body, gzipped))) => {
+            let mut r = with_type(StatusCode::OK, CONTENT_TYPE, body);
+            let headers = r.headers_mut();
+            headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            if gzipped {
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r
+        }
+        Ok(None) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "compression failed\n".into(),
+        ),
         Err(e) => {
             warn!(error = %e, "rendering metrics failed");
             text(
@@ -138,6 +189,37 @@ async fn metrics(routes: &Routes) -> Response<Body> {
             )
         }
     }
+}
+
+/// Whether the request accepts a gzip body (`Accept-Encoding: gzip`, not `gzip;q=0`).
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let zero_q = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            coding.eq_ignore_ascii_case("gzip") && !zero_q
+        })
+}
+
+/// Gzip at the fastest level: exposition text compresses about tenfold even so, and the
+/// scrape path is where CPU matters.
+fn compress(body: &[u8]) -> Option<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok().map(Bytes::from)
 }
 
 fn ready(routes: &Routes) -> Response<Body> {

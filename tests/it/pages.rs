@@ -129,3 +129,46 @@ async fn the_exposition_is_accepted_by_promtool_with_every_family_present() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn metrics_are_gzipped_when_the_scraper_asks_and_plain_otherwise() {
+    within(async {
+        use std::io::Read;
+        let t = id(63);
+        let sandbox = Sandbox::start(vec![SimTask::new(&t)]).await;
+        let exporter = Exporter::start(&ConfigYaml::new(&sandbox.url(), &[&t]).render()).await;
+        exporter
+            .scrape_until("the task polled", |s| s.count("krs_task_up", &[]) == 1)
+            .await;
+        let client = reqwest::Client::new();
+        let r = client
+            .get(exporter.url("/metrics"))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-encoding"], "gzip");
+        let compressed = r.bytes().await.unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_string(&mut text)
+            .expect("a valid gzip stream");
+        assert!(text.contains(&format!("krs_task_up{{task_id=\"{t}\"}} 1")));
+        assert!(
+            compressed.len() * 3 < text.len(),
+            "compressed {} of {}",
+            compressed.len(),
+            text.len()
+        );
+
+        let r = client
+            .get(exporter.url("/metrics"))
+            .header("Accept-Encoding", "gzip;q=0, identity")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("content-encoding").is_none());
+        assert!(r.text().await.unwrap().contains("krs_task_up"));
+    })
+    .await;
+}

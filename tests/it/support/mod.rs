@@ -167,6 +167,7 @@ impl Exporter {
             telemetry_path: "/metrics".into(),
             banner: None,
             shard,
+            max_requests: 40,
         };
         let task = tokio::spawn(app::run(source, active, listener, options, token.clone()));
         Exporter {
