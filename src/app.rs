@@ -81,7 +81,6 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(options.shard));
     let state = Arc::new(State::new(WatchList::from_config(&active.config)));
     metrics.record_reload(true);
-    metrics.set_watched_tasks(active.config.tasks.len());
     info!(
         config = %active.config.source.display(),
         summary = %active.config.summary(),
@@ -168,7 +167,6 @@ impl Reloader {
                 let summary = active.config.summary();
                 self.state
                     .replace_watch_list(WatchList::from_config(&active.config));
-                self.metrics.set_watched_tasks(active.config.tasks.len());
                 self.metrics.record_reload(true);
                 self.active.send_replace(Arc::new(active));
                 info!(trigger, summary = %summary, "configuration reloaded");

@@ -47,7 +47,6 @@ pub struct Metrics {
     poll_panics: IntCounter,
     downloads: IntCounterVec,
     yara_hits: IntCounterVec,
-    watched_tasks: IntGauge,
     reload_ok: IntGauge,
     reload_ok_time: Gauge,
     /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
@@ -150,7 +149,6 @@ impl Metrics {
             "krs_api_up",
             "1 if the latest attempt got an HTTP response other than 401, 403 or 5xx.",
         );
-        let watched_tasks = int_gauge("krs_watched_tasks", "Tasks in the active watch list.");
         let reload_ok = int_gauge(
             "krs_config_last_reload_successful",
             "1 if the latest configuration load or reload succeeded.",
@@ -206,7 +204,6 @@ impl Metrics {
             poll_panics,
             downloads,
             yara_hits,
-            watched_tasks,
             reload_ok,
             reload_ok_time,
             error_codes: Mutex::new(HashSet::new()),
@@ -274,10 +271,6 @@ impl Metrics {
         }
     }
 
-    pub fn set_watched_tasks(&self, n: usize) {
-        self.watched_tasks.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
     /// Records the outcome of a configuration load or reload.
     pub fn record_reload(&self, success: bool) {
         self.reload_ok.set(i64::from(success));
@@ -330,6 +323,15 @@ impl Default for Metrics {
 fn render_tasks(out: &mut String, state: &State) {
     let view = state.read();
     let watch = view.watch_list();
+
+    // From the same view as the task series, so a scrape during a reload is never torn.
+    header(
+        out,
+        "krs_watched_tasks",
+        "gauge",
+        "Tasks in the active watch list.",
+    );
+    sample(out, "krs_watched_tasks", &[], watch.tasks.len() as u64);
 
     header(
         out,

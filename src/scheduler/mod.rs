@@ -92,23 +92,12 @@ pub async fn run(
                     },
                     () = shutdown.cancelled() => break,
                 };
-                busy.store(true, Ordering::Release);
-                let guard = BusyGuard(busy);
                 let (state, metrics, shutdown) =
                     (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
-                let inner = tokio::spawn(async move {
-                    let _guard = guard;
+                let id = task.clone();
+                spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, async move {
                     if let Some(end) = poll::poll(&ctx, &task, permit, &shutdown).await {
                         finish(end, &state, &metrics);
-                    }
-                });
-                let metrics = Arc::clone(&dispatcher.metrics);
-                tracker.spawn(async move {
-                    if let Err(e) = inner.await {
-                        if e.is_panic() {
-                            metrics.record_panic();
-                            error!("a poll panicked; the task will be polled again at its next turn");
-                        }
                     }
                 });
             }
@@ -121,6 +110,32 @@ pub async fn run(
     {
         warn!("polls still running after the drain timeout; abandoning them");
     }
+}
+
+/// Runs one poll as its own task with the task's busy flag set, so that a panic inside it
+/// (say, on a response nobody foresaw) is contained: it is logged and counted, the flag is
+/// cleared, and the task is polled again at its next turn while every other task carries on.
+fn spawn_contained(
+    tracker: &TaskTracker,
+    metrics: Arc<Metrics>,
+    task: TaskId,
+    busy: Arc<AtomicBool>,
+    poll: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    busy.store(true, Ordering::Release);
+    let guard = BusyGuard(busy);
+    let inner = tokio::spawn(async move {
+        let _guard = guard;
+        poll.await;
+    });
+    tracker.spawn(async move {
+        if let Err(e) = inner.await {
+            if e.is_panic() {
+                metrics.record_panic();
+                error!(task_id = %task, "a poll panicked; the task will be polled again at its next turn");
+            }
+        }
+    });
 }
 
 /// Hands a finished poll to the state and metrics, and logs transitions.
@@ -313,5 +328,48 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::Shard;
+
+    #[tokio::test]
+    async fn a_panicking_poll_is_counted_and_frees_its_task_for_the_next_turn() {
+        let tracker = TaskTracker::new();
+        let metrics = Arc::new(Metrics::new(Shard::ALL));
+        let busy = Arc::new(AtomicBool::new(false));
+        let task = TaskId::parse("0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71").unwrap();
+        spawn_contained(
+            &tracker,
+            Arc::clone(&metrics),
+            task,
+            Arc::clone(&busy),
+            async {
+                panic!("a response nobody foresaw");
+            },
+        );
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("the watcher finishes");
+        assert!(
+            !busy.load(Ordering::Acquire),
+            "the task can be polled again"
+        );
+        let state = State::new(crate::state::WatchList {
+            tasks: Vec::new(),
+            label_keys: Vec::new(),
+            limits: crate::state::Limits {
+                max_label_length: 128,
+                max_label_values: 100,
+                file_info_zones: [false; 6],
+            },
+        });
+        assert!(metrics
+            .render(&state)
+            .contains("\nkrs_poll_panics_total 1\n"));
     }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod counting;
 mod decoding;
 mod errors;
+mod faults;
 mod lifecycle;
 mod pages;
 mod sharding;

@@ -57,6 +57,7 @@ where
 pub struct Sandbox {
     pub sim: SimHandle,
     token: CancellationToken,
+    scenario: Scenario,
 }
 
 impl Sandbox {
@@ -72,10 +73,33 @@ impl Sandbox {
     pub async fn with_scenario(scenario: Scenario) -> Sandbox {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let token = CancellationToken::new();
-        let sim = simulator::start(scenario, listener, token.clone())
+        let sim = simulator::start(scenario.clone(), listener, token.clone())
             .await
             .expect("simulator starts");
-        Sandbox { sim, token }
+        Sandbox {
+            sim,
+            token,
+            scenario,
+        }
+    }
+
+    /// Stops the simulator: connections to its port are refused until [`Sandbox::restart`].
+    pub async fn stop(&self) {
+        self.token.cancel();
+        self.sim.closed().await;
+    }
+
+    /// Starts the simulator again on the same address with the original scenario.
+    pub async fn restart(&mut self) {
+        let addr = self.sim.addr();
+        let listener = eventually("the old port can be bound again", || async {
+            TcpListener::bind(addr).await.ok()
+        })
+        .await;
+        self.token = CancellationToken::new();
+        self.sim = simulator::start(self.scenario.clone(), listener, self.token.clone())
+            .await
+            .expect("simulator restarts");
     }
 
     pub fn url(&self) -> String {
