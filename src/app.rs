@@ -22,6 +22,7 @@ use crate::scheduler::{self, Active};
 use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
 use crate::state::{State, WatchList};
+use crate::web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
 
 /// How long shutdown waits for the scheduler after the server has drained.
 const SCHEDULER_STOP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -53,6 +54,8 @@ pub struct Options {
     pub shard: Shard,
     /// HTTP requests served at once (`--web.max-requests`); 0 means no cap.
     pub max_requests: usize,
+    /// TLS, basic auth and headers for the exporter's own endpoints (`--web.config.file`).
+    pub web: WebConfig,
 }
 
 /// Loads and validates the configuration, keeps the tasks of `shard`, and builds the client:
@@ -71,13 +74,19 @@ pub fn load(source: &ConfigSource, shard: Shard) -> Result<Active, LoadError> {
 }
 
 /// Runs the exporter until `shutdown` is cancelled, then drains within a few seconds.
+///
+/// Fails only if the web configuration's certificates cannot be loaded; nothing is started then.
 pub async fn run(
     source: ConfigSource,
     active: Active,
     listener: TcpListener,
     options: Options,
     shutdown: CancellationToken,
-) {
+) -> Result<(), WebConfigError> {
+    let tls = match options.web.tls() {
+        Some(settings) => Some(Arc::new(TlsAcceptorCache::new(settings.clone())?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new(options.shard));
     let state = Arc::new(State::new(WatchList::from_config(&active.config)));
     metrics.record_reload(true);
@@ -107,8 +116,14 @@ pub async fn run(
     let reloads = tokio::spawn(reloader.run(reload_rx, shutdown.clone()));
 
     if let Ok(addr) = listener.local_addr() {
-        info!(address = %addr, telemetry_path = %options.telemetry_path, "listening");
+        info!(
+            address = %addr,
+            telemetry_path = %options.telemetry_path,
+            web = %options.web.summary(),
+            "listening"
+        );
     }
+    let (basic_auth, headers) = Routes::web_parts(&options.web);
     let routes = Arc::new(Routes {
         state,
         metrics,
@@ -117,8 +132,10 @@ pub async fn run(
         banner: options.banner,
         max_requests: (options.max_requests > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_requests))),
+        basic_auth,
+        headers,
     });
-    server::serve(listener, routes, shutdown.clone()).await;
+    server::serve(listener, routes, tls, shutdown.clone()).await;
 
     shutdown.cancel();
     if tokio::time::timeout(SCHEDULER_STOP_TIMEOUT, scheduler)
@@ -129,6 +146,7 @@ pub async fn run(
     }
     reloads.abort();
     info!("stopped");
+    Ok(())
 }
 
 /// Applies reloads asked for by `SIGHUP` or `POST /-/reload`, one at a time.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, ConfigSource, LoadError, Options};
 use crate::logging::{LogFormat, LogLevel};
 use crate::shard::{Shard, ShardError};
+use crate::web_config::{WebConfig, WebConfigError};
 
 /// Prometheus exporter for Kaspersky Research Sandbox.
 #[derive(Debug, Parser)]
@@ -42,6 +43,10 @@ pub struct Flags {
         default_value = ":10130"
     )]
     pub listen_address: String,
+    /// TLS, basic auth and headers for the exporter's endpoints, in the exporter-toolkit
+    /// web-config.yml format.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
     /// Requests served at once; more get 503. 0 means no limit.
     #[arg(long = "web.max-requests", value_name = "N", default_value_t = 40)]
     pub max_requests: usize,
@@ -80,6 +85,8 @@ pub enum CliError {
     Listen { address: String, source: io::Error },
     #[error("{0}")]
     Shard(#[from] ShardError),
+    #[error("{0}")]
+    WebConfig(#[from] WebConfigError),
     #[error("demo mode: {0}")]
     Demo(String),
     #[error("starting the runtime: {0}")]
@@ -90,7 +97,10 @@ impl CliError {
     /// 2 for a bad configuration or flag (nothing was started), 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Load(_) | CliError::TelemetryPath(_) | CliError::Shard(_) => 2,
+            CliError::Load(_)
+            | CliError::TelemetryPath(_)
+            | CliError::Shard(_)
+            | CliError::WebConfig(_) => 2,
             _ => 1,
         }
     }
@@ -111,6 +121,10 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
         return Err(CliError::TelemetryPath(path.clone()));
     }
     let shard = Shard::parse(&flags.shard_index, flags.shard_total)?;
+    let web = match &flags.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
     if flags.config_check && !flags.demo {
         let active = app::load(&ConfigSource::File(flags.config_file.clone()), shard)?;
         let sharding = if shard == Shard::ALL {
@@ -158,8 +172,9 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
             banner,
             shard,
             max_requests: flags.max_requests,
+            web,
         };
-        app::run(source, active, listener, options, shutdown).await;
+        app::run(source, active, listener, options, shutdown).await?;
         Ok(Outcome::Stopped)
     })
 }

@@ -24,6 +24,7 @@
 //! | [`state`] | per-task records, baselines for the fleet counters |
 //! | [`metrics`] | the metrics contract and the exposition text |
 //! | [`server`] | HTTP routes and the landing page |
+//! | [`web_config`] | `--web.config.file`: TLS, client certificates, basic auth, extra headers |
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |
 //! | [`labels`] | hygiene for strings that come from the sandbox |
 //! | [`logging`] | logfmt / JSON log output |
@@ -45,4 +46,5 @@ pub mod server;
 pub mod shard;
 pub mod simulator;
 pub mod state;
+pub mod web_config;
 pub mod zone;

@@ -203,3 +203,41 @@ fn equal_files_give_equal_configs_and_a_changed_setting_does_not() {
     assert_ne!(a.sandbox, b.sandbox);
     assert_eq!(a.polling, b.polling);
 }
+
+mod fuzz {
+    //! The loader never panics, whatever the file holds: 10,000 cases each in CI.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn load(text: &str) {
+        let env = |name: &str| (name == "SET").then(|| "value".to_string());
+        let _ = Config::from_yaml_str(text, Path::new("/nonexistent/fuzz.yml"), &env);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            load(&text);
+        }
+
+        #[test]
+        fn yaml_shaped_token_soup_never_panics(
+            tokens in prop::collection::vec(
+                prop::sample::select(vec![
+                    "sandbox:", "polling:", "tasks:", "metrics:", "retry:", "\n", "\n  ", "\n    ",
+                    "- ", "url: ", "username: ", "password: ", "password_file: ", "timeout: ",
+                    "interval: ", "concurrency: ", "id: ", "labels: ", "{", "}", "[", "]", ",",
+                    "http://h", "${SET}", "${UNSET}", "$${", "10s", "-1", "1e999", "null", "~",
+                    "0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71", "{a: b}", "&x ", "*x", "<<: ", "'",
+                    "\"", "file_info_zones: ", "Red", "multiplier: ", "NaN", ".inf", "!!binary ",
+                ]),
+                0..60,
+            )
+        ) {
+            load(&tokens.concat());
+        }
+    }
+}

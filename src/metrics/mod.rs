@@ -525,3 +525,235 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     (d.as_millis() as f64) / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TaskId, TaskSpec};
+    use crate::sandbox::Download;
+    use crate::state::{Limits, PollReport, WatchList};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const TASK: &str = "0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71";
+
+    /// Strings as malware would choose them: quotes, escapes, control and bidi characters,
+    /// markup, and long runs.
+    fn hostile() -> impl Strategy<Value = String> {
+        const PIECES: &[&str] = &[
+            "\"",
+            "\\",
+            "\n",
+            "\r",
+            "\u{0}",
+            "\u{1b}[2J",
+            "\u{202e}",
+            "}",
+            "# HELP x\n",
+            "<script>",
+            "é",
+            "Trojan.Win32",
+            "a",
+            "\u{85}",
+            "\u{2028}",
+            "=",
+            ",",
+        ];
+        let piece = prop_oneof![
+            3 => prop::sample::select(PIECES).prop_map(String::from),
+            1 => any::<char>().prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    fn download() -> impl Strategy<Value = Download> {
+        (
+            prop::sample::select(DangerZone::ALL.to_vec()),
+            hostile(),
+            hostile(),
+            hostile(),
+            prop::collection::vec(hostile(), 0..4),
+            prop::collection::vec(hostile(), 0..4),
+            any::<u64>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(zone, name, sha256, file_type, detection_names, yara_rules, size, is_https)| {
+                    Download {
+                        zone,
+                        name,
+                        sha256,
+                        file_type,
+                        detection_names,
+                        yara_rules,
+                        size,
+                        is_https,
+                        ..Download::default()
+                    }
+                },
+            )
+    }
+
+    /// A strict check of one exposition line (text format 0.0.4).
+    fn valid_line(line: &str) -> Result<(), String> {
+        if let Some(rest) = line.strip_prefix("# ") {
+            return if rest.starts_with("HELP ") || rest.starts_with("TYPE ") {
+                Ok(())
+            } else {
+                Err("unknown comment".into())
+            };
+        }
+        let name_end = line.find(['{', ' ']).ok_or("no value")?;
+        let name = &line[..name_end];
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
+        if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            return Err(format!("bad metric name {name:?}"));
+        }
+        let mut rest = &line[name_end..];
+        if let Some(labels) = rest.strip_prefix('{') {
+            let mut it = labels.char_indices();
+            loop {
+                let key_start = it.clone().next().map(|(i, _)| i).ok_or("eof")?;
+                let eq = loop {
+                    match it.next() {
+                        Some((i, '=')) => break i,
+                        Some((_, c)) if c.is_ascii_alphanumeric() || c == '_' => {}
+                        other => return Err(format!("bad label name char {other:?}")),
+                    }
+                };
+                if eq == key_start {
+                    return Err("empty label name".into());
+                }
+                if it.next().map(|(_, c)| c) != Some('"') {
+                    return Err("unquoted value".into());
+                }
+                loop {
+                    match it.next().map(|(_, c)| c) {
+                        Some('\\') => match it.next().map(|(_, c)| c) {
+                            Some('\\' | '"' | 'n') => {}
+                            other => return Err(format!("bad escape {other:?}")),
+                        },
+                        Some('"') => break,
+                        Some(_) => {}
+                        None => return Err("unterminated value".into()),
+                    }
+                }
+                match it.next() {
+                    Some((_, ',')) => {}
+                    Some((i, '}')) => {
+                        rest = &labels[i + 1..];
+                        break;
+                    }
+                    other => return Err(format!("unexpected {other:?}")),
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').ok_or("no space before value")?;
+        match value {
+            "+Inf" | "-Inf" | "NaN" => Ok(()),
+            v => v
+                .parse::<f64>()
+                .map(|_| ())
+                .map_err(|e| format!("value {v:?}: {e}")),
+        }
+    }
+
+    proptest! {
+        // Whatever the sandbox sends, the exposition stays well-formed: 10,000 cases in CI.
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn any_decoded_downloads_render_to_valid_exposition_text(
+            baseline in prop::collection::vec(download(), 0..4),
+            later in prop::collection::vec(download(), 0..4),
+        ) {
+            let mut file_info_zones = [true; 6];
+            file_info_zones[DangerZone::Green.index()] = false;
+            let state = State::new(WatchList {
+                tasks: vec![TaskSpec {
+                    id: TaskId::parse(TASK).expect("valid id"),
+                    name: "n\"ame\n".into(),
+                    labels: BTreeMap::from([("team".to_string(), "s\\oc".to_string())]),
+                }],
+                label_keys: vec!["team".into()],
+                limits: Limits { max_label_length: 64, max_label_values: 3, file_info_zones },
+            });
+            for files in [baseline, later] {
+                state.apply(PollReport {
+                    task: TaskId::parse(TASK).expect("valid id"),
+                    finished: SystemTime::now(),
+                    status: 200,
+                    result: Ok(files),
+                });
+            }
+            // The per-task families carry the sandbox's strings; the registry part (with the
+            // fleet counters' rule labels) is checked by the test below, once, since gathering
+            // the process metrics on every case would dominate the run.
+            let mut text = String::new();
+            render_tasks(&mut text, &state);
+            for line in text.lines() {
+                prop_assert!(valid_line(line).is_ok(), "{:?}: {:?}", line, valid_line(line));
+            }
+            prop_assert_eq!(text.lines().filter(|l| l.starts_with("krs_task_up{")).count(), 1);
+            prop_assert!(text.ends_with('\n'));
+        }
+    }
+
+    #[test]
+    fn hostile_rule_names_in_the_fleet_counters_render_valid_exposition_text() {
+        let task = TaskSpec {
+            id: TaskId::parse(TASK).expect("valid id"),
+            name: String::new(),
+            labels: BTreeMap::new(),
+        };
+        let state = State::new(WatchList {
+            tasks: vec![task],
+            label_keys: Vec::new(),
+            limits: Limits {
+                max_label_length: 64,
+                max_label_values: 100,
+                file_info_zones: [true; 6],
+            },
+        });
+        let metrics = Metrics::new(Shard::ALL);
+        let hostile = ["r\"}\nforged 1", "\\", "\u{202e}x", "é\r", "# HELP x"];
+        for (i, files) in [
+            Vec::new(),
+            vec![Download {
+                zone: DangerZone::Red,
+                sha256: "aa".into(),
+                yara_rules: hostile.iter().map(|s| s.to_string()).collect(),
+                ..Download::default()
+            }],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let applied = state.apply(PollReport {
+                task: TaskId::parse(TASK).expect("valid id"),
+                finished: SystemTime::now(),
+                status: 200,
+                result: Ok(files),
+            });
+            assert_eq!(
+                applied.activity.yara_hits.len(),
+                if i == 0 { 0 } else { hostile.len() }
+            );
+            metrics.record_activity(&applied.activity);
+        }
+        let text = metrics.render(&state);
+        for line in text.lines() {
+            assert!(valid_line(line).is_ok(), "{line:?}: {:?}", valid_line(line));
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("krs_yara_hits_total{"))
+                .count(),
+            5
+        );
+        assert!(!text.lines().any(|l| l.starts_with("forged")));
+    }
+}

@@ -14,6 +14,10 @@
 //! and requests in progress are capped (beyond `--web.max-requests`, 503), so slow or numerous
 //! clients cannot starve scrapes. `/metrics` is gzip-compressed when the client asks for it, as
 //! Prometheus does.
+//!
+//! With `--web.config.file` ([`crate::web_config`]) connections are TLS (certificates re-read
+//! when they change on disk), every request must carry valid basic-auth credentials, and the
+//! configured security headers are added to every answer.
 
 mod landing;
 
@@ -30,7 +34,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +43,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::state::State;
+use crate::web_config::{AuthResult, BasicAuth, TlsAcceptorCache, WebConfig, WWW_AUTHENTICATE};
 
 /// A client must send its request headers within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,12 +67,43 @@ pub struct Routes {
     pub banner: Option<String>,
     /// Requests served at once; beyond, 503. `None` means no cap.
     pub max_requests: Option<Arc<Semaphore>>,
+    /// Credentials every request must carry (`basic_auth_users` of the web config).
+    pub basic_auth: Option<Arc<BasicAuth>>,
+    /// Added to every response (`http_server_config.headers`), already validated.
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl Routes {
+    /// The parts of `web` that apply per request.
+    pub fn web_parts(
+        web: &WebConfig,
+    ) -> (
+        Option<Arc<BasicAuth>>,
+        Vec<(header::HeaderName, HeaderValue)>,
+    ) {
+        let headers = web
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        (web.basic_auth().cloned(), headers)
+    }
 }
 
 type Body = Full<Bytes>;
 
 /// Accepts connections until `shutdown`, then drains them within [`DRAIN_TIMEOUT`].
-pub async fn serve(listener: TcpListener, routes: Arc<Routes>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    routes: Arc<Routes>,
+    tls: Option<Arc<TlsAcceptorCache>>,
+    shutdown: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -91,18 +128,31 @@ pub async fn serve(listener: TcpListener, routes: Arc<Routes>, shutdown: Cancell
             }
         };
         let routes = Arc::clone(&routes);
-        let service = service_fn(move |req| {
-            let routes = Arc::clone(&routes);
-            async move { Ok::<_, Infallible>(handle(&routes, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => serve_connection(stream, routes, watcher).await,
+                Some(tls) => {
+                    // The handshake shares the header deadline: a client that stalls in it
+                    // holds a connection slot no longer than one that stalls in its headers.
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.acceptor().accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => serve_connection(stream, routes, watcher).await,
+                        Ok(Err(e)) => {
+                            debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(peer = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });
@@ -114,7 +164,29 @@ pub async fn serve(listener: TcpListener, routes: Arc<Routes>, shutdown: Cancell
     }
 }
 
-/// Routes one request. Public so tests can call it without a socket.
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it closes or the server drains.
+async fn serve_connection<I>(io: I, routes: Arc<Routes>, watcher: Watcher) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let routes = Arc::clone(&routes);
+        async move {
+            let mut response = handle(&routes, req).await;
+            for (name, value) in &routes.headers {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    watcher.watch(conn).await
+}
+
+/// Routes one request.
 pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
     let _permit = match &routes.max_requests {
         Some(limit) => match Arc::clone(limit).try_acquire_owned() {
@@ -128,6 +200,20 @@ pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
         },
         None => None,
     };
+    if let Some(auth) = &routes.basic_auth {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !matches!(auth.check_async(given).await, AuthResult::Allowed { .. }) {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n".into());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
+            return r;
+        }
+    }
     let path = req.uri().path();
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;

@@ -179,7 +179,10 @@ async fn a_5xx_storm_stays_within_the_request_budget() {
             .await;
         // Retry settings 50 ms doubling to 200 ms within 900 ms allow at most 6 attempts a poll.
         let requests = sandbox.sim.total_requests() as f64;
-        eprintln!("measured: 5xx storm: {requests} requests for {} polls", polls(&s));
+        eprintln!(
+            "measured: 5xx storm: {requests} requests for {} polls",
+            polls(&s)
+        );
         let in_flight_polls = 5.0;
         assert!(
             requests <= (polls(&s) + in_flight_polls) * 6.0,

@@ -11,3 +11,4 @@ mod faults;
 mod lifecycle;
 mod pages;
 mod sharding;
+mod tls;

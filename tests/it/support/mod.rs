@@ -192,8 +192,12 @@ impl Exporter {
             banner: None,
             shard,
             max_requests: 40,
+            web: Default::default(),
         };
-        let task = tokio::spawn(app::run(source, active, listener, options, token.clone()));
+        let run = app::run(source, active, listener, options, token.clone());
+        let task = tokio::spawn(async move {
+            run.await.expect("the exporter runs");
+        });
         Exporter {
             addr,
             config_path,

@@ -1,0 +1,206 @@
+//! Criterion benchmarks of the exporter's per-poll and per-scrape hot paths:
+//!
+//! - `decode_downloads/{1,10,100}`: one downloads body of that many realistic records;
+//! - `state_apply/baseline_1000_tasks`: the first poll (which builds the baseline) of each of
+//!   the 1,000 tasks of a fresh state, three files each; divide by 1,000 for one apply;
+//! - `state_apply/steady_3_files`: a repeat poll with the same three files (the common case)
+//!   in a state of 1,000 polled tasks;
+//! - `render/{100,1000,10000}`: `Metrics::render` for that many polled tasks with three files
+//!   each in the fleet mix of `support/fleet.rs`.
+//!
+//! Sampling is kept small (10 samples, 2 s each) so `cargo bench --bench hot_paths` finishes in
+//! about a minute; method and results are in `BENCHMARKS.md`.
+
+#[path = "support/fleet.rs"]
+mod fleet;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use krs_exporter::config::{TaskId, TaskSpec};
+use krs_exporter::metrics::Metrics;
+use krs_exporter::sandbox::decode::decode_downloads;
+use krs_exporter::sandbox::Download;
+use krs_exporter::shard::Shard;
+use krs_exporter::state::{Limits, PollReport, State, WatchList};
+use krs_exporter::zone::DangerZone;
+use serde_json::{json, Value};
+
+/// Tasks in the state that `state_apply` runs against.
+const APPLY_FLEET: u64 = 1_000;
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_downloads");
+    for n in [1usize, 10, 100] {
+        let body = downloads_body(n);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &body, |b, body| {
+            b.iter(|| decode_downloads(black_box(body)).expect("the bench body decodes"));
+        });
+    }
+    group.finish();
+}
+
+fn apply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("state_apply");
+
+    // Every task of a fresh state gets its first poll: per-apply time is the reported time
+    // divided by APPLY_FLEET (criterion prints it as elements/s). Building the state per task
+    // would make the untimed setup dominate the run.
+    let reports: Vec<(TaskId, Vec<Download>)> = (0..APPLY_FLEET)
+        .map(|i| (fleet_task_id(i), downloads(i)))
+        .collect();
+    group.throughput(Throughput::Elements(APPLY_FLEET));
+    group.bench_function("baseline_1000_tasks", |b| {
+        b.iter_batched(
+            || {
+                let batch: Vec<PollReport> = reports
+                    .iter()
+                    .map(|(id, files)| report(id, files.clone()))
+                    .collect();
+                (fleet_state(APPLY_FLEET, false), batch)
+            },
+            |(state, batch)| {
+                for report in batch {
+                    black_box(state.apply(report));
+                }
+                // Returned so the state is dropped outside the timed section.
+                state
+            },
+            BatchSize::LargeInput,
+        );
+    });
+
+    group.throughput(Throughput::Elements(1));
+    let state = fleet_state(APPLY_FLEET, true);
+    let task = fleet_task_id(7);
+    let files = downloads(7);
+    group.bench_function("steady_3_files", |b| {
+        b.iter_batched(
+            || report(&task, files.clone()),
+            |report| state.apply(report),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+fn render(c: &mut Criterion) {
+    let mut group = c.benchmark_group("render");
+    for n in [100u64, 1_000, 10_000] {
+        let state = fleet_state(n, true);
+        let metrics = Metrics::new(Shard::ALL);
+        let bytes = metrics.render(&state).len();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &state, |b, state| {
+            b.iter(|| metrics.render(black_box(state)));
+        });
+    }
+    group.finish();
+}
+
+/// A downloads body of `n` records, written as the vendor documents them (PascalCase keys, an
+/// array), taken from consecutive fleet tasks.
+fn downloads_body(n: usize) -> Vec<u8> {
+    let records: Vec<Value> = (0u64..)
+        .flat_map(|t| {
+            let id = fleet::task_id(t);
+            fleet::files(t).into_iter().map(move |f| (id.clone(), f))
+        })
+        .take(n)
+        .map(|(id, f)| {
+            json!({
+                "Zone": f.zone,
+                "Md5": fleet::fake_hex(&id, &f.name, 1, 32),
+                "Sha1": fleet::fake_hex(&id, &f.name, 2, 40),
+                "Sha256": fleet::fake_hex(&id, &f.name, 3, 64),
+                "DetectionNames": f.detections,
+                "Name": f.name,
+                "Size": f.size,
+                "Type": f.file_type,
+                "IsHttpsTraffic": f.https,
+                "TriggeredYaraRules": f.yara,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&records).expect("serialising JSON values cannot fail")
+}
+
+/// Task `n`'s files as the decoder would produce them.
+fn downloads(n: u64) -> Vec<Download> {
+    let id = fleet::task_id(n);
+    fleet::files(n)
+        .into_iter()
+        .map(|f| Download {
+            zone: DangerZone::parse_lenient(f.zone),
+            md5: fleet::fake_hex(&id, &f.name, 1, 32),
+            sha1: fleet::fake_hex(&id, &f.name, 2, 40),
+            sha256: fleet::fake_hex(&id, &f.name, 3, 64),
+            detection_names: f.detections.iter().map(|d| d.to_string()).collect(),
+            name: f.name,
+            size: f.size,
+            file_type: f.file_type.to_string(),
+            is_https: f.https,
+            yara_rules: f.yara.iter().map(|r| r.to_string()).collect(),
+        })
+        .collect()
+}
+
+fn fleet_task_id(n: u64) -> TaskId {
+    TaskId::parse(&fleet::task_id(n)).expect("fleet ids are GUIDs")
+}
+
+/// A state watching tasks `0..n` (named, with a `team` label, as in the load harness), every
+/// task polled once when `polled`.
+fn fleet_state(n: u64, polled: bool) -> State {
+    let tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| TaskSpec {
+            id: fleet_task_id(i),
+            name: fleet::task_name(i),
+            labels: BTreeMap::from([("team".to_string(), fleet::team(i).to_string())]),
+        })
+        .collect();
+    let mut file_info_zones = [false; 6];
+    file_info_zones[DangerZone::Red.index()] = true;
+    let state = State::new(WatchList {
+        tasks,
+        label_keys: vec!["team".to_string()],
+        // The configuration defaults (docs/configuration.md).
+        limits: Limits {
+            max_label_length: 128,
+            max_label_values: 100,
+            file_info_zones,
+        },
+    });
+    if polled {
+        for i in 0..n {
+            state.apply(report(&fleet_task_id(i), downloads(i)));
+        }
+    }
+    state
+}
+
+fn report(task: &TaskId, files: Vec<Download>) -> PollReport {
+    PollReport {
+        task: task.clone(),
+        finished: SystemTime::now(),
+        status: 200,
+        result: Ok(files),
+    }
+}
+
+fn quick() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = quick();
+    targets = decode, apply, render
+}
+criterion_main!(benches);
