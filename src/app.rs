@@ -131,9 +131,10 @@ pub async fn run(
         reload: reload_tx,
         banner: options.banner,
         max_requests: (options.max_requests > 0)
-            .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_requests))),
+            .then(|| server::RequestCaps::new(options.max_requests)),
         basic_auth,
         headers,
+        page_renders: tokio::sync::Semaphore::new(1),
     });
     server::serve(listener, routes, tls, shutdown.clone()).await;
 

@@ -4,17 +4,41 @@
 //! The page carries no script and is served with a CSP that forbids any.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Routes;
-use crate::state::TaskState;
+use crate::state::{State, TaskState};
 use crate::zone::DangerZone;
 
 /// YARA rules and files listed per task on the page (the metrics carry all of them).
 const MAX_RULES_SHOWN: usize = 8;
 const MAX_FILES_SHOWN: usize = 5;
 
-pub fn render(routes: &Routes) -> String {
+/// What the page shows, detached from the request so it can render on a blocking thread.
+pub struct Page {
+    state: Arc<State>,
+    telemetry_path: String,
+    banner: Option<String>,
+}
+
+impl From<&Routes> for Page {
+    fn from(routes: &Routes) -> Self {
+        Page {
+            state: Arc::clone(&routes.state),
+            telemetry_path: routes.telemetry_path.clone(),
+            banner: routes.banner.clone(),
+        }
+    }
+}
+
+impl Page {
+    pub fn render(&self) -> String {
+        render(self)
+    }
+}
+
+fn render(routes: &Page) -> String {
     let mut page = String::with_capacity(8 * 1024);
     let path = escape(&routes.telemetry_path);
     let _ = write!(

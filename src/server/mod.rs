@@ -65,12 +65,32 @@ pub struct Routes {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Shown on the landing page (e.g. "demo mode").
     pub banner: Option<String>,
-    /// Requests served at once; beyond, 503. `None` means no cap.
-    pub max_requests: Option<Arc<Semaphore>>,
+    /// Requests served at once, beyond which the answer is 503; `None` means no cap. Scrapes
+    /// of the telemetry path and all other requests have a cap each, so a flood of page views
+    /// cannot crowd out Prometheus.
+    pub max_requests: Option<RequestCaps>,
     /// Credentials every request must carry (`basic_auth_users` of the web config).
     pub basic_auth: Option<Arc<BasicAuth>>,
     /// Added to every response (`http_server_config.headers`), already validated.
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// One status page renders at a time: a flood of page views queues here (and meets the
+    /// request cap) instead of taking the CPU from polls and scrapes.
+    pub page_renders: Semaphore,
+}
+
+/// The `--web.max-requests` budgets.
+pub struct RequestCaps {
+    pub scrapes: Arc<Semaphore>,
+    pub others: Arc<Semaphore>,
+}
+
+impl RequestCaps {
+    pub fn new(max: usize) -> Self {
+        RequestCaps {
+            scrapes: Arc::new(Semaphore::new(max)),
+            others: Arc::new(Semaphore::new(max)),
+        }
+    }
 }
 
 impl Routes {
@@ -189,7 +209,13 @@ where
 /// Routes one request.
 pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
     let _permit = match &routes.max_requests {
-        Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+        Some(caps) => match Arc::clone(if req.uri().path() == routes.telemetry_path {
+            &caps.scrapes
+        } else {
+            &caps.others
+        })
+        .try_acquire_owned()
+        {
             Ok(permit) => Some(permit),
             Err(_) => {
                 return text(
@@ -225,7 +251,7 @@ pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
         }
     } else {
         match path {
-            "/" if readable => html(landing::render(routes)),
+            "/" if readable => landing_page(routes).await,
             "/-/healthy" if readable => text(StatusCode::OK, "Healthy\n".into()),
             "/-/ready" if readable => ready(routes),
             "/-/reload" if method == Method::POST || method == Method::PUT => reload(routes).await,
@@ -269,6 +295,25 @@ async fn metrics(routes: &Routes, gzip: bool) -> Response<Body> {
         ),
         Err(e) => {
             warn!(error = %e, "rendering metrics failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering failed\n".into(),
+            )
+        }
+    }
+}
+
+/// The status page, rendered off the async workers like `/metrics`: a flood of page views must
+/// not delay the polls.
+async fn landing_page(routes: &Routes) -> Response<Body> {
+    let Ok(_slot) = routes.page_renders.acquire().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    };
+    let page = landing::Page::from(routes);
+    match tokio::task::spawn_blocking(move || page.render()).await {
+        Ok(body) => html(body),
+        Err(e) => {
+            warn!(error = %e, "rendering the status page failed");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "rendering failed\n".into(),
