@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. On a fresh Debian machine with Rust it first installs
 # what the tests drive for real (Prometheus and promtool, Alertmanager), then runs:
-#   formatting and lint checks, unit and integration tests.
+#   formatting and lint checks, unit and integration tests, validation of every deployment
+#   file, and the end-to-end test against the real Prometheus and Alertmanager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ apt_install() {
 
 step() { printf '\n==> %s\n' "$*"; }
 
-apt_install prometheus
+apt_install prometheus prometheus-alertmanager python3 wrk curl
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -30,3 +31,13 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test (unit and integration)"
 cargo test --locked
+
+step "deployment files: rules, dashboards, Kubernetes, compose, Dockerfile, systemd"
+scripts/validate-deploy.sh
+
+step "end to end: simulator, exporter, Prometheus, Alertmanager"
+cargo build --locked --bins
+python3 scripts/e2e.py --bin-dir target/debug
+
+step "load on the exporter's endpoints (wrk): scrapes keep answering, polling goes on"
+python3 scripts/endpoint_load.py --bin-dir target/debug
