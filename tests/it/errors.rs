@@ -254,8 +254,13 @@ async fn a_401_pauses_all_polling_instead_of_repeating_the_bad_password() {
         sandbox.sim.set_credentials(USER, "a-different-password");
         let refs: Vec<&str> = tasks.iter().map(String::as_str).collect();
         let (exporter, s) = run_polls(&sandbox, &refs, 12.0).await;
-        // Twelve polls of five tasks over two intervals, one request: the rest were paused.
-        assert_eq!(sandbox.sim.total_requests(), 1);
+        // Twelve polls of five tasks over two intervals, one request (two if a second poll's
+        // request was already on the wire when the first 401 came back): the rest were paused.
+        assert!(
+            sandbox.sim.total_requests() <= 2,
+            "{} requests",
+            sandbox.sim.total_requests()
+        );
         assert_eq!(s.value("krs_api_up", &[]), Some(0.0));
         for t in &tasks {
             assert_eq!(up(&s, t), Some(0.0));
