@@ -66,6 +66,9 @@ pub struct NewActivity {
     pub downloads: Vec<DangerZone>,
     /// One entry per newly observed (file, rule) match; the rule already capped and cleaned.
     pub yara_hits: Vec<String>,
+    /// Rules present at a baseline poll: their `krs_yara_hits_total` series start at 0 so that
+    /// `increase()` sees the first new hit (a series born at 1 hides it).
+    pub known_rules: Vec<String>,
 }
 
 /// What applying a poll changed.
@@ -204,8 +207,25 @@ impl State {
                 task.last_error = None;
                 task.snapshot = Some(Arc::new(prepared.snapshot));
                 let previous = task.seen.replace(prepared.seen);
+                let cap = limits.max_label_values * FLEET_RULES_FACTOR;
                 match previous {
-                    None => NewActivity::default(),
+                    None => {
+                        let mut known: Vec<String> = prepared
+                            .new_files
+                            .iter()
+                            .flat_map(|f| f.rules.iter().map(|(_, rule)| rule.clone()))
+                            .collect();
+                        known.sort_unstable();
+                        known.dedup();
+                        known.retain(|rule| {
+                            fleet_rules.contains(rule.as_str())
+                                || (fleet_rules.len() < cap && fleet_rules.insert(rule.clone()))
+                        });
+                        NewActivity {
+                            known_rules: known,
+                            ..NewActivity::default()
+                        }
+                    }
                     Some(previous) => {
                         let mut activity = NewActivity::default();
                         for new in &prepared.new_files {
@@ -228,7 +248,6 @@ impl State {
                                 }
                             }
                         }
-                        let cap = limits.max_label_values * FLEET_RULES_FACTOR;
                         for rule in &mut activity.yara_hits {
                             if !fleet_rules.contains(rule.as_str()) {
                                 if fleet_rules.len() < cap {
@@ -492,7 +511,12 @@ mod tests {
         let activity = s
             .apply(ok(T1, vec![file("aa", DangerZone::Red, &["R1"])]))
             .activity;
-        assert_eq!(activity, NewActivity::default());
+        assert!(activity.downloads.is_empty() && activity.yara_hits.is_empty());
+        assert_eq!(
+            activity.known_rules,
+            vec!["R1".to_string()],
+            "R1's series starts at 0"
+        );
         let view = s.read();
         let (_, t) = view.tasks().next().unwrap();
         assert_eq!(

@@ -266,6 +266,9 @@ impl Metrics {
         for zone in &activity.downloads {
             self.downloads.with_label_values(&[zone.as_str()]).inc();
         }
+        for rule in &activity.known_rules {
+            self.yara_hits.with_label_values(&[rule]);
+        }
         for rule in &activity.yara_hits {
             self.yara_hits.with_label_values(&[rule]).inc();
         }
