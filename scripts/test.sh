@@ -39,5 +39,8 @@ step "end to end: simulator, exporter, Prometheus, Alertmanager"
 cargo build --locked --bins
 python3 scripts/e2e.py --bin-dir target/debug
 
+step "end to end, sharded: three shards and a spare replica equal one unsharded exporter"
+python3 scripts/e2e-sharded.py --bin-dir target/debug
+
 step "load on the exporter's endpoints (wrk): scrapes keep answering, polling goes on"
 python3 scripts/endpoint_load.py --bin-dir target/debug
