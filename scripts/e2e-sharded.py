@@ -45,7 +45,9 @@ PASSWORD = e2e.PASSWORD
 # so the fleet counters count them: a first batch, then a second one with the same YARA rules
 # (a rule's counter is created at its first hit, which increase() cannot see; the second batch
 # is what the YARA alert and panels count).
-LATE, LATER = 8, 14
+# Late enough that every exporter has its baseline and both Prometheus servers have scraped the
+# counters at zero before the new files appear (checked below), even on a loaded CI machine.
+LATE, LATER = 25, 31
 
 # Panels whose every target must give the same series and values on both servers (instance and
 # job aside). The others are per replica by design (API traffic, process, scrape metrics, the
@@ -194,6 +196,7 @@ def run(args, report, procs):
     with open(scenario, "w") as f:
         f.write(scenario_yaml(tasks))
     procs.start("simulator", [tools["krs-sandbox-sim"], "--scenario", scenario, "--listen", f"127.0.0.1:{sim_port}"])
+    sim_started = time.monotonic()
     report.require("simulator listens", e2e.wait_for(lambda: e2e.port_open(sim_port), 15), procs.log_tail("simulator"))
     password_file = os.path.join(tmp, "password")
     with open(password_file, "w") as f:
@@ -232,6 +235,11 @@ def run(args, report, procs):
             lambda p=prom, n=targets: len(p.query('up{job="krs-exporter"} == 1')) == n, 30),
             procs.log_tail(f"prometheus-{side}"))
     single, sharded = proms["single"], proms["sharded"]
+    # Otherwise a late file could land in an exporter's baseline, or in a counter's first sample,
+    # and the two sides would differ for reasons that have nothing to do with sharding.
+    report.require("every exporter and Prometheus was up before the late files appeared",
+                   time.monotonic() - sim_started < LATE - 3,
+                   f"{time.monotonic() - sim_started:.1f} s after the simulator started")
 
     # Each shard watches its own tasks; both replicas of shard 0 the same ones.
     owned = sharded.query("krs_task_info")
