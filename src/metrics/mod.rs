@@ -19,10 +19,11 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::config::TaskSpec;
 use crate::labels::OTHER;
 use crate::sandbox::{Attempt, AttemptError, FailureReason};
 use crate::shard::Shard;
-use crate::state::{NewActivity, State};
+use crate::state::{NewActivity, State, TaskState};
 use crate::zone::DangerZone;
 use exposition::{header, sample};
 
@@ -343,7 +344,9 @@ fn render_tasks(out: &mut String, state: &State) {
         "Watch-list metadata of a task (always 1), for joins.",
     );
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2 + watch.label_keys.len());
-    for (spec, _) in view.tasks() {
+    // One lookup per task, not one per task and family.
+    let tasks: Vec<(&TaskSpec, &TaskState)> = view.tasks().collect();
+    for (spec, _) in &tasks {
         labels.clear();
         labels.push(("task_id", spec.id.as_str()));
         labels.push(("name", &spec.name));
@@ -354,7 +357,7 @@ fn render_tasks(out: &mut String, state: &State) {
         sample(out, "krs_task_info", &labels, 1u64);
     }
 
-    let polled = || view.tasks().filter(|(_, t)| t.last_poll.is_some());
+    let polled = || tasks.iter().filter(|(_, t)| t.last_poll.is_some());
     header(
         out,
         "krs_task_up",
@@ -417,7 +420,8 @@ fn render_tasks(out: &mut String, state: &State) {
     }
 
     let snapshots = || {
-        view.tasks()
+        tasks
+            .iter()
             .filter_map(|(spec, t)| t.snapshot.as_ref().map(|s| (spec.id.as_str(), s)))
     };
     header(
