@@ -84,14 +84,22 @@ pub struct RunArgs {
     exporter: Option<PathBuf>,
     /// Run the exporter under this command (split on whitespace), e.g. "valgrind
     /// --tool=callgrind --callgrind-out-file=/tmp/cg.out".
+    /// Under valgrind's callgrind, the counters are zeroed at the window's start and dumped at
+    /// its end (`callgrind_control`), so the dump holds the window alone.
     #[arg(long)]
     wrap: Option<String>,
+    /// Run the floor under this command, like `--wrap`.
+    #[arg(long)]
+    wrap_floor: Option<String>,
     /// `--log.level` of the exporter.
     #[arg(long, default_value = "info")]
     log_level: String,
     /// Timed GETs of /metrics after the window, each plain and gzip.
     #[arg(long, default_value_t = 5)]
     scrapes: usize,
+    /// Write the last plain /metrics body of the exporter to this file.
+    #[arg(long)]
+    save_scrape: Option<PathBuf>,
     /// Skip the floor.
     #[arg(long)]
     no_floor: bool,

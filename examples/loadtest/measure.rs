@@ -25,6 +25,10 @@ pub struct Phase {
     /// From the exporter's `krs_polls_total`, scrape to scrape.
     pub polls_per_s_self: Option<f64>,
     pub cpu_s: f64,
+    /// The kernel's share of `cpu_s`.
+    pub cpu_system_s: f64,
+    /// Context switches of the process's threads per poll.
+    pub switches_per_poll: f64,
     pub cpu_us_per_poll: f64,
     pub cpu_s_per_1000_polls: f64,
     /// Right after `/-/healthy` first answered: the configuration is loaded, polling just began.

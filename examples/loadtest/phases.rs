@@ -41,11 +41,7 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     let port = proc::free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let stderr_path = s.dir.join("exporter.stderr");
-    let mut command: Vec<String> = args
-        .wrap
-        .as_deref()
-        .map(|w| w.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
+    let mut command = wrapper(args.wrap.as_deref());
     command.extend([
         s.exporter_bin.display().to_string(),
         "--config.file".into(),
@@ -115,9 +111,17 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     let mut scrapes: Vec<(Duration, Duration)> = Vec::new();
     let polls0 = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
     let polls0_at = Instant::now();
+    let profiled = callgrind(args.wrap.as_deref(), exporter.pid, "--zero");
     let (cpu0, t0) = (exporter.cpu()?, sim.elapsed());
     tokio::time::sleep(args.duration).await;
     let (cpu1, t1) = (exporter.cpu()?, sim.elapsed());
+    if profiled {
+        callgrind(
+            args.wrap.as_deref(),
+            exporter.pid,
+            "--dump=measurement-window",
+        );
+    }
     let polls1 = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
     let polls1_at = Instant::now();
 
@@ -134,6 +138,9 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         gzip_bytes = (b.len(), encoding);
     }
     let rss_end = exporter.rss()?;
+    if let Some(path) = &args.save_scrape {
+        std::fs::write(path, &body).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     background.cancel();
     exporter.stop(Duration::from_secs(10));
 
@@ -160,6 +167,9 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         }
     }
     let cpu_s = (cpu1.process - cpu0.process) as f64 / s.clk_tck as f64;
+    let cpu_system_s = (cpu1.process_system - cpu0.process_system) as f64 / s.clk_tck as f64;
+    let switches_per_poll =
+        cpu1.switches.saturating_sub(cpu0.switches) as f64 / requests.max(1) as f64;
     let health = {
         let probes = lock(&probes);
         let mut ok: Vec<f64> = probes.healthy.iter().flatten().copied().collect();
@@ -188,6 +198,8 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         polls_per_s: requests as f64 / window,
         polls_per_s_self: Some((polls1 - polls0) / (polls1_at - polls0_at).as_secs_f64()),
         cpu_s,
+        cpu_system_s,
+        switches_per_poll,
         cpu_us_per_poll: measure::per_poll_us(cpu_s, requests),
         cpu_s_per_1000_polls: measure::per_poll_us(cpu_s, requests) / 1000.0,
         rss_at_healthy: Some(rss_at_healthy),
@@ -220,7 +232,8 @@ pub async fn floor(s: &Setup<'_>) -> Result<Phase, String> {
     let (args, sim) = (s.args, s.sim);
     let me = std::env::current_exe().map_err(|e| format!("locating this binary: {e}"))?;
     let run_for = s.warmup + args.duration + Duration::from_secs(1);
-    let command: Vec<String> = vec![
+    let mut command = wrapper(args.wrap_floor.as_deref());
+    command.extend([
         me.display().to_string(),
         "floor".into(),
         "--url".into(),
@@ -239,14 +252,22 @@ pub async fn floor(s: &Setup<'_>) -> Result<Phase, String> {
         humantime::format_duration(s.timeout).to_string(),
         "--run-for".into(),
         humantime::format_duration(run_for).to_string(),
-    ];
+    ]);
     sim.reset_stats();
     let floor = Proc::spawn("floor", &command, run_for + Duration::from_secs(120), None)?;
     eprintln!("loadtest: floor pid {}", floor.pid);
     tokio::time::sleep(s.warmup).await;
+    let profiled = callgrind(args.wrap_floor.as_deref(), floor.pid, "--zero");
     let (cpu0, t0) = (floor.cpu()?, sim.elapsed());
     tokio::time::sleep(args.duration).await;
     let (cpu1, t1) = (floor.cpu()?, sim.elapsed());
+    if profiled {
+        callgrind(
+            args.wrap_floor.as_deref(),
+            floor.pid,
+            "--dump=measurement-window",
+        );
+    }
     let rss_end = floor.rss()?;
     let output = tokio::task::spawn_blocking(move || floor.wait_output(Duration::from_secs(60)))
         .await
@@ -257,6 +278,9 @@ pub async fn floor(s: &Setup<'_>) -> Result<Phase, String> {
     let requests = measure::count(&log, t0, t1);
     let window = (t1 - t0).as_secs_f64();
     let cpu_s = (cpu1.process - cpu0.process) as f64 / s.clk_tck as f64;
+    let cpu_system_s = (cpu1.process_system - cpu0.process_system) as f64 / s.clk_tck as f64;
+    let switches_per_poll =
+        cpu1.switches.saturating_sub(cpu0.switches) as f64 / requests.max(1) as f64;
     let mut spread = Vec::new();
     for bucket in [Duration::from_secs(1), Duration::from_millis(100)] {
         spread.extend(measure::spread(&log, "measurement window", t0, t1, bucket));
@@ -268,6 +292,8 @@ pub async fn floor(s: &Setup<'_>) -> Result<Phase, String> {
         non_200: log.iter().filter(|r| r.status != 200).count() as u64 + outcome.errors,
         polls_per_s: requests as f64 / window,
         cpu_s,
+        cpu_system_s,
+        switches_per_poll,
         cpu_us_per_poll: measure::per_poll_us(cpu_s, requests),
         cpu_s_per_1000_polls: measure::per_poll_us(cpu_s, requests) / 1000.0,
         rss_end,
@@ -277,6 +303,28 @@ pub async fn floor(s: &Setup<'_>) -> Result<Phase, String> {
         spread,
         ..Phase::default()
     })
+}
+
+/// The `--wrap` command, split on whitespace.
+fn wrapper(wrap: Option<&str>) -> Vec<String> {
+    wrap.map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `callgrind_control <action> <pid>` when the process runs under callgrind; whether it does.
+fn callgrind(wrap: Option<&str>, pid: u32, action: &str) -> bool {
+    if !wrap.is_some_and(|w| w.contains("callgrind")) {
+        return false;
+    }
+    let done = std::process::Command::new("callgrind_control")
+        .args([action, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !done {
+        eprintln!("loadtest: callgrind_control {action} {pid} failed");
+    }
+    true
 }
 
 fn sim_cpu(a: &CpuSample, b: &CpuSample, clk_tck: u64, requests: u64) -> f64 {

@@ -26,6 +26,10 @@ pub struct Proc {
 pub struct CpuSample {
     /// utime + stime of the process, in clock ticks.
     pub process: u64,
+    /// stime alone: the kernel's share (syscalls; loopback TCP is partly accounted here).
+    pub process_system: u64,
+    /// Context switches of all the process's threads, voluntary and not.
+    pub switches: u64,
     /// utime + stime of this harness (the simulator), in clock ticks.
     pub harness: u64,
     /// (busy, total) ticks over all CPUs.
@@ -141,9 +145,13 @@ impl Proc {
     }
 
     pub fn cpu(&self) -> Result<CpuSample, String> {
+        let (utime, stime) = cpu_ticks(self.pid)?;
+        let (h_utime, h_stime) = cpu_ticks(std::process::id())?;
         Ok(CpuSample {
-            process: cpu_ticks(self.pid)?,
-            harness: cpu_ticks(std::process::id())?,
+            process: utime + stime,
+            process_system: stime,
+            switches: context_switches(self.pid),
+            harness: h_utime + h_stime,
             machine: machine_ticks()?,
         })
     }
@@ -200,26 +208,41 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// utime + stime of `pid` (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64, String> {
+/// (utime, stime) of `pid`, all its threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<(u64, u64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
-    // Fields after the parenthesised command name (which may hold spaces): state first, then
-    // utime is the 12th and stime the 13th.
+    // Fields after the parenthesised command name (which may hold spaces), counted from 1 as
+    // in proc(5): state is field 3, utime field 14, stime field 15.
     let rest = stat
         .rfind(')')
         .map(|i| &stat[i + 1..])
         .ok_or("malformed /proc stat")?;
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(1)
-        .take(13)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    match fields.as_slice() {
-        [.., utime, stime] if fields.len() == 13 => Ok(utime + stime),
-        _ => Err("malformed /proc stat".into()),
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    match (field(14), field(15)) {
+        (Some(utime), Some(stime)) => Ok((utime, stime)),
+        _ => Err(format!("/proc/{pid}/stat: no utime/stime")),
     }
+}
+
+/// Voluntary and involuntary context switches summed over the threads of `pid` (threads that
+/// already ended are not counted).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// (busy, total) ticks of all CPUs from /proc/stat; idle and iowait are not busy.

@@ -131,10 +131,18 @@ fn round_markdown(out: &mut String, r: &Report, round: &Round) {
         ratio(e.cpu_s_per_1000_polls, f.map(|f| f.cpu_s_per_1000_polls)),
     );
     row(
-        "CPU s in the window".into(),
-        format!("{:.2}", e.cpu_s),
-        opt(f.map(|f| f.cpu_s), 2),
+        "CPU s in the window (of which system)".into(),
+        format!("{:.2} ({:.2})", e.cpu_s, e.cpu_system_s),
+        f.map_or("–".into(), |f| {
+            format!("{:.2} ({:.2})", f.cpu_s, f.cpu_system_s)
+        }),
         String::new(),
+    );
+    row(
+        "context switches per poll".into(),
+        format!("{:.2}", e.switches_per_poll),
+        opt(f.map(|f| f.switches_per_poll), 2),
+        ratio(e.switches_per_poll, f.map(|f| f.switches_per_poll)),
     );
     row(
         "RSS MiB after start-up (peak / now)".into(),
