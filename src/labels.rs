@@ -23,7 +23,7 @@ pub fn clean(value: &str, max_chars: usize) -> String {
 
 /// Control characters (C0, DEL, C1) and the Unicode formatting characters that reorder or hide
 /// text (bidi embeddings, overrides and isolates, zero-width marks, line/paragraph separators).
-fn is_unsafe(c: char) -> bool {
+pub fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
