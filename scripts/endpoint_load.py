@@ -5,7 +5,7 @@ Starts the simulator and the exporter (200 tasks, 1 s interval, --web.max-reques
 while wrk hammers the status page with 256 connections for 10 s, scrapes /metrics every 0.2 s
 the way Prometheus would. Passes when every scrape answered 200 or a fast 503 (the request cap
 doing its job), at least 90 % answered 200, the median scrape stayed under 1 s, and polling went
-on at half its configured rate or better. Prints a table and 'N passed, M failed'.
+on at a quarter of its configured rate or better. Prints a table and 'N passed, M failed'.
 
     python3 scripts/endpoint_load.py --bin-dir target/debug
 """
@@ -137,9 +137,10 @@ def main():
         ("every scrape answered (200, or a 503 from the request cap)", not other),
         ("at least 90 % of scrapes answered 200", len(ok) >= 0.9 * len(results) and results),
         ("median scrape under 1 s", median < 1.0),
-        # Half the configured rate: the load tool, simulator and exporter share two cores here.
-        ("polling kept at least half its configured rate under load",
-         after - before >= 0.5 * TASKS * (args.duration - 0.5)),
+        # A quarter of the configured rate: wrk, the simulator and the exporter share two cores
+        # here. Starved polling (the failure this guards against) managed under 2 %.
+        ("polling kept at least a quarter of its configured rate under load",
+         after - before >= 0.25 * TASKS * (args.duration - 0.5)),
     ]
     failed = 0
     for name, passed in checks:
