@@ -51,7 +51,7 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         "--log.level".into(),
         args.log_level.clone(),
     ]);
-    let budget = s.warmup + args.duration + args.interval * 3 + Duration::from_secs(900);
+    let budget = s.warmup + args.duration + args.interval * 3 + Duration::from_secs(300);
     sim.reset_stats();
     let spawned_at = sim.elapsed();
     let mut exporter = Proc::spawn("exporter", &command, budget, Some(&stderr_path))?;
