@@ -34,15 +34,22 @@ pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl
 /// Escapes per the text format: backslash, double quote and line feed. Other characters are
 /// kept (they were cleaned when stored); a stray carriage return is escaped too, defensively.
 pub fn escape_label_value(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
+    // The escaped characters are ASCII, so every index here is a char boundary; the runs
+    // between them are copied whole instead of one char at a time.
+    let mut start = 0;
+    for (i, b) in value.bytes().enumerate() {
+        let escaped = match b {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            _ => continue,
+        };
+        out.push_str(&value[start..i]);
+        out.push_str(escaped);
+        start = i + 1;
     }
+    out.push_str(&value[start..]);
 }
 
 /// A sample value.
@@ -52,8 +59,49 @@ pub trait Value {
 
 impl Value for u64 {
     fn write(self, out: &mut String) {
-        let _ = write!(out, "{self}");
+        write_u64(out, self);
     }
+}
+
+/// A point in time as Unix seconds with millisecond resolution (`1764135791.25`), written
+/// exactly as `f64` `Display` writes `millis / 1000.0`, without float formatting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnixMillis(pub u64);
+
+impl Value for UnixMillis {
+    fn write(self, out: &mut String) {
+        write_u64(out, self.0 / 1000);
+        let frac = self.0 % 1000;
+        if frac != 0 {
+            let digits = [
+                b'.',
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ];
+            // Leading zeros of the fraction stay ("0.05"), trailing ones go ("0.5").
+            let mut end = digits.len();
+            while digits[end - 1] == b'0' {
+                end -= 1;
+            }
+            out.push_str(std::str::from_utf8(&digits[..end]).unwrap_or_default());
+        }
+    }
+}
+
+/// Decimal digits of `n` without going through `fmt` (this runs once per sample).
+fn write_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 impl Value for f64 {
@@ -78,6 +126,47 @@ mod tests {
         sample(&mut out, "m", &[("file_name", "a\"}\nm{x=\"1\\")], 1u64);
         assert_eq!(out, "m{file_name=\"a\\\"}\\nm{x=\\\"1\\\\\"} 1\n");
         assert_eq!(out.lines().count(), 1);
+    }
+
+    #[test]
+    fn integers_are_written_in_plain_decimal() {
+        for n in [0u64, 7, 10, 1_000_000, u64::MAX] {
+            let mut out = String::new();
+            n.write(&mut out);
+            assert_eq!(out, n.to_string());
+        }
+    }
+
+    #[test]
+    fn millisecond_timestamps_read_like_float_seconds() {
+        for ms in [
+            0u64,
+            5,
+            50,
+            500,
+            1_000,
+            1_001,
+            1_010,
+            1_100,
+            1_764_135_791_000,
+            1_764_135_791_250,
+            1_764_135_791_007,
+            1_764_135_791_999,
+        ] {
+            let mut out = String::new();
+            UnixMillis(ms).write(&mut out);
+            assert_eq!(out, format!("{}", ms as f64 / 1000.0), "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn escaping_copies_the_text_between_escapes_unchanged() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "ä\\ö\"ü\n\u{202e}\r€");
+        assert_eq!(out, "ä\\\\ö\\\"ü\\n\u{202e}\\r€");
+        let mut out = String::new();
+        escape_label_value(&mut out, "\"\"");
+        assert_eq!(out, "\\\"\\\"");
     }
 
     #[test]
