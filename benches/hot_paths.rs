@@ -187,7 +187,7 @@ fn report(task: &TaskId, files: Vec<Download>) -> PollReport {
         task: task.clone(),
         finished: SystemTime::now(),
         status: 200,
-        result: Ok(files),
+        result: Ok(files.into()),
     }
 }
 

@@ -5,18 +5,20 @@
 //! ([`State::replace_watch_list`]); readers are the `/metrics` renderer and the landing page
 //! ([`State::read`]). The lock is a plain `RwLock` held only for in-memory work, never across
 //! an `.await`; the expensive part of a poll (counting, cleaning strings) happens before the
-//! lock is taken. The watch list and the task records change under one lock, so a reader sees
-//! either the old or the new watch list, never a mix.
+//! lock is taken, and a reader only copies out each task's small record and the `Arc` of its
+//! snapshot, then formats without the lock, so a scrape of 100k tasks never stalls polling.
+//! The watch list and the task records change under one lock, so a reader sees either the
+//! old or the new watch list, never a mix.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
 use crate::config::{Config, TaskId, TaskSpec};
 use crate::labels::{self, OTHER};
-use crate::sandbox::Download;
+use crate::sandbox::{BodyDigest, Download, Downloads};
 use crate::zone::DangerZone;
 
 /// Cap on the length of a stored error message (they can quote the sandbox).
@@ -56,7 +58,7 @@ pub struct PollReport {
     /// HTTP status of the final attempt; 0 when no response arrived.
     pub status: u16,
     /// The downloads, or a one-line description of why there are none.
-    pub result: Result<Vec<Download>, String>,
+    pub result: Result<Downloads, String>,
 }
 
 /// What a poll added to the fleet counters.
@@ -79,27 +81,38 @@ pub struct Applied {
     pub was_up: Option<bool>,
 }
 
-/// A read-only view for renderers.
-pub struct View<'a> {
-    inner: RwLockReadGuard<'a, Inner>,
+/// A consistent copy of the state for renderers, taken under the lock and read without it:
+/// the watch list and one [`TaskRow`] per watched task, in watch-list order.
+pub struct View {
+    watch: Arc<WatchList>,
+    rows: Vec<TaskRow>,
 }
 
-/// Everything known about one watched task.
-#[derive(Debug, Default)]
-pub struct TaskState {
+/// What renderers see of one watched task. Cheap to clone: the snapshot and error are shared.
+#[derive(Clone, Debug, Default)]
+pub struct TaskRow {
     pub last_poll: Option<SystemTime>,
     pub last_success: Option<SystemTime>,
     pub up: bool,
     pub last_status: u16,
-    pub last_error: Option<String>,
+    pub last_error: Option<Arc<str>>,
     /// From the latest successful poll; kept while later polls fail.
     pub snapshot: Option<Arc<Snapshot>>,
+}
+
+/// Everything known about one watched task.
+#[derive(Debug, Default)]
+struct TaskState {
+    row: TaskRow,
     /// Files seen in the latest successful poll; `None` until the baseline poll.
     seen: Option<HashMap<u64, SeenFile>>,
+    /// Digest of the body behind `row.snapshot` and `seen`; cleared when the limits that shaped
+    /// them change, so the next poll digests the body again.
+    digest: Option<BodyDigest>,
 }
 
 /// The per-task counts derived from one successful response. Strings are already cleaned.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Snapshot {
     /// Files per zone, indexed by [`DangerZone::index`].
     pub zones: [u64; 6],
@@ -111,6 +124,52 @@ pub struct Snapshot {
     pub detections: Vec<(String, u64)>,
     /// Files in the configured `file_info_zones`.
     pub files: Vec<FileInfo>,
+    /// The snapshot's exposition lines, written at the first scrape that needs them and reused
+    /// by every later scrape until a poll brings a different body (see `metrics`).
+    pub rendered: OnceLock<Parts>,
+}
+
+/// Text in consecutive parts (one per metric family), stored as one allocation.
+#[derive(Debug)]
+pub struct Parts {
+    text: Box<str>,
+    ends: Box<[u32]>,
+}
+
+impl Parts {
+    /// `text` cut at `ends`: part `i` is `text[ends[i-1]..ends[i]]`. Ends must ascend within
+    /// the text and fall on char boundaries; a part that does not reads as `""`.
+    pub fn new(text: String, ends: Vec<u32>) -> Parts {
+        Parts {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// Part `i`, or `""` past the last one.
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends.get(i - 1).copied().unwrap_or(u32::MAX)
+        };
+        let end = self.ends.get(i).copied().unwrap_or(0);
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+}
+
+impl PartialEq for Snapshot {
+    /// Equal counts and files; whether the lines were rendered yet does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.zones == other.zones
+            && self.bytes == other.bytes
+            && self.https == other.https
+            && self.yara == other.yara
+            && self.detections == other.detections
+            && self.files == other.files
+    }
 }
 
 /// A file named in `krs_download_info`.
@@ -186,10 +245,17 @@ impl State {
     }
 
     /// Records a finished poll and returns what it adds to the fleet counters. A report for a
-    /// task that has left the watch list is dropped.
+    /// task that has left the watch list is dropped, and so is an "unchanged body" report whose
+    /// body is no longer the one on record (a reload re-added the task or changed the limits).
     pub fn apply(&self, report: PollReport) -> Applied {
         let limits = self.read_inner().watch.limits.clone();
-        let prepared = report.result.map(|downloads| prepare(&downloads, &limits));
+        let outcome = match report.result {
+            Ok(Downloads::Changed { files, digest }) => {
+                Outcome::Changed(Box::new(prepare(&files, &limits)), digest)
+            }
+            Ok(Downloads::Unchanged(digest)) => Outcome::Unchanged(digest),
+            Err(error) => Outcome::Failed(labels::clean(&error_or_default(error), MAX_ERROR_CHARS)),
+        };
         let mut inner = self.write();
         let Inner {
             tasks, fleet_rules, ..
@@ -197,80 +263,52 @@ impl State {
         let Some(task) = tasks.get_mut(&report.task) else {
             return Applied::default();
         };
-        let was_up = task.last_poll.map(|_| task.up);
-        task.last_poll = Some(report.finished);
-        task.last_status = report.status;
-        let activity = match prepared {
-            Ok(prepared) => {
-                task.up = true;
-                task.last_success = Some(report.finished);
-                task.last_error = None;
-                task.snapshot = Some(Arc::new(prepared.snapshot));
+        if let Outcome::Unchanged(digest) = outcome {
+            if task.digest != Some(digest) {
+                return Applied::default();
+            }
+        }
+        let row = &mut task.row;
+        let was_up = row.last_poll.map(|_| row.up);
+        row.last_poll = Some(report.finished);
+        row.last_status = report.status;
+        let activity = match outcome {
+            Outcome::Unchanged(_) => {
+                row.up = true;
+                row.last_success = Some(report.finished);
+                row.last_error = None;
+                NewActivity::default()
+            }
+            Outcome::Changed(prepared, digest) => {
+                row.up = true;
+                row.last_success = Some(report.finished);
+                row.last_error = None;
+                row.snapshot = Some(Arc::new(prepared.snapshot));
+                task.digest = digest;
                 let previous = task.seen.replace(prepared.seen);
                 let cap = limits.max_label_values * FLEET_RULES_FACTOR;
                 match previous {
-                    None => {
-                        let mut known: Vec<String> = prepared
-                            .new_files
-                            .iter()
-                            .flat_map(|f| f.rules.iter().map(|(_, rule)| rule.clone()))
-                            .collect();
-                        known.sort_unstable();
-                        known.dedup();
-                        known.retain(|rule| {
-                            fleet_rules.contains(rule.as_str())
-                                || (fleet_rules.len() < cap && fleet_rules.insert(rule.clone()))
-                        });
-                        NewActivity {
-                            known_rules: known,
-                            ..NewActivity::default()
-                        }
-                    }
+                    None => baseline_rules(&prepared.new_files, fleet_rules, cap),
                     Some(previous) => {
-                        let mut activity = NewActivity::default();
-                        for new in &prepared.new_files {
-                            match previous.get(&new.key) {
-                                None => {
-                                    activity.downloads.push(new.zone);
-                                    activity
-                                        .yara_hits
-                                        .extend(new.rules.iter().map(|(_, rule)| rule.clone()));
-                                }
-                                Some(old) => {
-                                    if old.zone != new.zone {
-                                        activity.downloads.push(new.zone);
-                                    }
-                                    for (hash, rule) in &new.rules {
-                                        if !old.rules.contains(hash) {
-                                            activity.yara_hits.push(rule.clone());
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        for rule in &mut activity.yara_hits {
-                            if !fleet_rules.contains(rule.as_str()) {
-                                if fleet_rules.len() < cap {
-                                    fleet_rules.insert(rule.clone());
-                                } else {
-                                    *rule = OTHER.to_string();
-                                }
-                            }
-                        }
-                        activity
+                        new_activity(&prepared.new_files, &previous, fleet_rules, cap)
                     }
                 }
             }
-            Err(error) => {
-                task.up = false;
-                task.last_error = Some(labels::clean(&error_or_default(error), MAX_ERROR_CHARS));
+            Outcome::Failed(error) => {
+                row.up = false;
+                row.last_error = Some(error.into());
                 NewActivity::default()
             }
         };
         if !inner.ready {
-            inner.ready = inner.tasks.values().all(|t| t.last_poll.is_some());
+            inner.ready = inner.tasks.values().all(|t| t.row.last_poll.is_some());
         }
         Applied { activity, was_up }
+    }
+
+    /// The digest of the body behind `task`'s current snapshot, for the next poll to compare.
+    pub fn digest(&self, task: &TaskId) -> Option<BodyDigest> {
+        self.read_inner().tasks.get(task).and_then(|t| t.digest)
     }
 
     /// Whether every task of the watch list has been polled at least once. Once true it stays
@@ -279,10 +317,25 @@ impl State {
         self.read_inner().ready
     }
 
-    /// A consistent read-only view for rendering. Hold it briefly: polls wait for it.
-    pub fn read(&self) -> View<'_> {
+    /// A consistent copy for rendering. Under the lock it only clones each task's small record
+    /// (the snapshot is shared), so a scrape holds the lock for milliseconds even at 100k tasks.
+    pub fn read(&self) -> View {
+        let inner = self.read_inner();
+        let rows = inner
+            .watch
+            .tasks
+            .iter()
+            .map(|spec| {
+                inner
+                    .tasks
+                    .get(&spec.id)
+                    .map(|t| t.row.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
         View {
-            inner: self.read_inner(),
+            watch: Arc::clone(&inner.watch),
+            rows,
         }
     }
 
@@ -297,19 +350,14 @@ impl State {
     }
 }
 
-impl View<'_> {
+impl View {
     pub fn watch_list(&self) -> &WatchList {
-        &self.inner.watch
+        &self.watch
     }
 
     /// Watched tasks in watch-list order with their records.
-    pub fn tasks(&self) -> impl Iterator<Item = (&TaskSpec, &TaskState)> + '_ {
-        let tasks = &self.inner.tasks;
-        self.inner
-            .watch
-            .tasks
-            .iter()
-            .filter_map(move |spec| tasks.get(&spec.id).map(|state| (spec, state)))
+    pub fn tasks(&self) -> impl Iterator<Item = (&TaskSpec, &TaskRow)> + '_ {
+        self.watch.tasks.iter().zip(&self.rows)
     }
 }
 
@@ -323,6 +371,12 @@ impl Inner {
         if !self.ready && watch.tasks.is_empty() {
             self.ready = true;
         }
+        if watch.limits != self.watch.limits {
+            // Snapshots were cleaned and capped with the old limits: digest the next bodies anew.
+            for task in self.tasks.values_mut() {
+                task.digest = None;
+            }
+        }
         self.watch = Arc::new(watch);
     }
 }
@@ -333,6 +387,77 @@ fn error_or_default(error: String) -> String {
     } else {
         error
     }
+}
+
+/// A poll's result, digested outside the lock.
+enum Outcome {
+    Changed(Box<Prepared>, Option<BodyDigest>),
+    Unchanged(BodyDigest),
+    /// The cleaned error message.
+    Failed(String),
+}
+
+/// Rules present at a task's baseline poll: their series start at 0 (within the fleet cap).
+fn baseline_rules(
+    new_files: &[NewFile],
+    fleet_rules: &mut HashSet<String>,
+    cap: usize,
+) -> NewActivity {
+    let mut known: Vec<String> = new_files
+        .iter()
+        .flat_map(|f| f.rules.iter().map(|(_, rule)| rule.clone()))
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    known.retain(|rule| {
+        fleet_rules.contains(rule.as_str())
+            || (fleet_rules.len() < cap && fleet_rules.insert(rule.clone()))
+    });
+    NewActivity {
+        known_rules: known,
+        ..NewActivity::default()
+    }
+}
+
+/// Files and (file, rule) matches in `new_files` that `previous` did not have; rules beyond the
+/// fleet cap are counted under [`OTHER`].
+fn new_activity(
+    new_files: &[NewFile],
+    previous: &HashMap<u64, SeenFile>,
+    fleet_rules: &mut HashSet<String>,
+    cap: usize,
+) -> NewActivity {
+    let mut activity = NewActivity::default();
+    for new in new_files {
+        match previous.get(&new.key) {
+            None => {
+                activity.downloads.push(new.zone);
+                activity
+                    .yara_hits
+                    .extend(new.rules.iter().map(|(_, rule)| rule.clone()));
+            }
+            Some(old) => {
+                if old.zone != new.zone {
+                    activity.downloads.push(new.zone);
+                }
+                for (hash, rule) in &new.rules {
+                    if !old.rules.contains(hash) {
+                        activity.yara_hits.push(rule.clone());
+                    }
+                }
+            }
+        }
+    }
+    for rule in &mut activity.yara_hits {
+        if !fleet_rules.contains(rule.as_str()) {
+            if fleet_rules.len() < cap {
+                fleet_rules.insert(rule.clone());
+            } else {
+                *rule = OTHER.to_string();
+            }
+        }
+    }
+    activity
 }
 
 /// A successful response digested outside the lock.
@@ -501,8 +626,92 @@ mod tests {
             task: TaskId::parse(id).unwrap(),
             finished: SystemTime::now(),
             status: 200,
-            result: Ok(files),
+            result: Ok(files.into()),
         }
+    }
+
+    fn with_body(id: &str, files: Vec<Download>, body: &[u8]) -> PollReport {
+        PollReport {
+            result: Ok(Downloads::Changed {
+                files,
+                digest: Some(BodyDigest::of(body)),
+            }),
+            ..ok(id, Vec::new())
+        }
+    }
+
+    fn unchanged(id: &str, body: &[u8]) -> PollReport {
+        PollReport {
+            result: Ok(Downloads::Unchanged(BodyDigest::of(body))),
+            ..ok(id, Vec::new())
+        }
+    }
+
+    #[test]
+    fn an_unchanged_body_refreshes_the_poll_and_keeps_the_same_snapshot() {
+        let s = state(&[T1]);
+        let body = b"[red file]";
+        s.apply(with_body(T1, vec![file("aa", DangerZone::Red, &[])], body));
+        assert_eq!(
+            s.digest(&TaskId::parse(T1).unwrap()),
+            Some(BodyDigest::of(body))
+        );
+        let before = s.read().tasks().next().unwrap().1.clone();
+        s.apply(PollReport {
+            status: 503,
+            result: Err("down".into()),
+            ..ok(T1, Vec::new())
+        });
+        let mut report = unchanged(T1, body);
+        report.finished = before.last_poll.unwrap() + std::time::Duration::from_secs(60);
+        let applied = s.apply(report);
+        assert_eq!(applied.activity, NewActivity::default());
+        assert_eq!(applied.was_up, Some(false));
+        let view = s.read();
+        let after = view.tasks().next().unwrap().1;
+        assert!(after.up && after.last_error.is_none());
+        assert_eq!(after.last_status, 200);
+        assert_eq!(after.last_success, after.last_poll);
+        assert!(after.last_poll > before.last_poll);
+        assert!(Arc::ptr_eq(
+            after.snapshot.as_ref().unwrap(),
+            before.snapshot.as_ref().unwrap()
+        ));
+    }
+
+    #[test]
+    fn an_unchanged_report_for_a_body_no_longer_on_record_is_dropped() {
+        let s = state(&[T1]);
+        s.apply(with_body(
+            T1,
+            vec![file("aa", DangerZone::Red, &[])],
+            b"one",
+        ));
+        let applied = s.apply(unchanged(T1, b"two"));
+        assert_eq!(applied, Applied::default());
+        // A reload that changes the limits forgets the digest: the next body is digested anew.
+        let mut narrower = limits();
+        narrower.max_label_length = 8;
+        s.replace_watch_list(WatchList {
+            tasks: vec![task(T1)],
+            label_keys: Vec::new(),
+            limits: narrower,
+        });
+        assert_eq!(s.digest(&TaskId::parse(T1).unwrap()), None);
+        assert_eq!(s.apply(unchanged(T1, b"one")), Applied::default());
+    }
+
+    #[test]
+    fn a_view_taken_for_rendering_does_not_hold_up_polls() {
+        let s = state(&[T1]);
+        let view = s.read();
+        // With the view alive, a poll applies at once (a held lock would deadlock this test).
+        s.apply(ok(T1, vec![file("aa", DangerZone::Red, &[])]));
+        assert!(
+            view.tasks().next().unwrap().1.snapshot.is_none(),
+            "the view is a copy"
+        );
+        assert!(s.read().tasks().next().unwrap().1.snapshot.is_some());
     }
 
     #[test]

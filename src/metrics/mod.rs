@@ -19,13 +19,12 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::config::TaskSpec;
 use crate::labels::OTHER;
 use crate::sandbox::{Attempt, AttemptError, FailureReason};
 use crate::shard::Shard;
-use crate::state::{NewActivity, State, TaskState};
+use crate::state::{NewActivity, Parts, Snapshot, State, TaskRow};
 use crate::zone::DangerZone;
-use exposition::{header, sample};
+use exposition::{header, sample, UnixMillis};
 
 /// Distinct sandbox error codes kept as label values; the rest become [`OTHER`].
 const MAX_ERROR_CODES: usize = 32;
@@ -323,7 +322,8 @@ impl Default for Metrics {
     }
 }
 
-/// Writes the per-task families from one consistent view of the state.
+/// Writes the per-task families from one consistent copy of the state, taken in a few
+/// milliseconds; the formatting runs without the state lock.
 fn render_tasks(out: &mut String, state: &State) {
     let view = state.read();
     let watch = view.watch_list();
@@ -344,9 +344,7 @@ fn render_tasks(out: &mut String, state: &State) {
         "Watch-list metadata of a task (always 1), for joins.",
     );
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2 + watch.label_keys.len());
-    // One lookup per task, not one per task and family.
-    let tasks: Vec<(&TaskSpec, &TaskState)> = view.tasks().collect();
-    for (spec, _) in &tasks {
+    for (spec, _) in view.tasks() {
         labels.clear();
         labels.push(("task_id", spec.id.as_str()));
         labels.push(("name", &spec.name));
@@ -357,20 +355,19 @@ fn render_tasks(out: &mut String, state: &State) {
         sample(out, "krs_task_info", &labels, 1u64);
     }
 
-    let polled = || tasks.iter().filter(|(_, t)| t.last_poll.is_some());
+    let polled: Vec<(&str, &TaskRow)> = view
+        .tasks()
+        .filter(|(_, t)| t.last_poll.is_some())
+        .map(|(spec, t)| (spec.id.as_str(), t))
+        .collect();
     header(
         out,
         "krs_task_up",
         "gauge",
         "1 if the latest poll of the task succeeded, else 0.",
     );
-    for (spec, t) in polled() {
-        sample(
-            out,
-            "krs_task_up",
-            &[("task_id", spec.id.as_str())],
-            u64::from(t.up),
-        );
+    for (id, t) in &polled {
+        sample(out, "krs_task_up", &[("task_id", id)], u64::from(t.up));
     }
     header(
         out,
@@ -378,13 +375,13 @@ fn render_tasks(out: &mut String, state: &State) {
         "gauge",
         "End of the latest poll of the task (Unix seconds).",
     );
-    for (spec, t) in polled() {
+    for (id, t) in &polled {
         if let Some(at) = t.last_poll {
             sample(
                 out,
                 "krs_task_last_poll_timestamp_seconds",
-                &[("task_id", spec.id.as_str())],
-                unix_seconds(at),
+                &[("task_id", id)],
+                unix_millis(at),
             );
         }
     }
@@ -394,13 +391,13 @@ fn render_tasks(out: &mut String, state: &State) {
         "gauge",
         "End of the latest successful poll of the task (Unix seconds).",
     );
-    for (spec, t) in polled() {
+    for (id, t) in &polled {
         if let Some(at) = t.last_success {
             sample(
                 out,
                 "krs_task_last_success_timestamp_seconds",
-                &[("task_id", spec.id.as_str())],
-                unix_seconds(at),
+                &[("task_id", id)],
+                unix_millis(at),
             );
         }
     }
@@ -410,121 +407,120 @@ fn render_tasks(out: &mut String, state: &State) {
         "gauge",
         "HTTP status of the latest poll's final attempt; 0 when no response arrived.",
     );
-    for (spec, t) in polled() {
+    for (id, t) in &polled {
         sample(
             out,
             "krs_task_last_status_code",
-            &[("task_id", spec.id.as_str())],
+            &[("task_id", id)],
             u64::from(t.last_status),
         );
     }
 
-    let snapshots = || {
-        tasks
-            .iter()
-            .filter_map(|(spec, t)| t.snapshot.as_ref().map(|s| (spec.id.as_str(), s)))
-    };
-    header(
-        out,
+    // The families drawn from a snapshot change only when a poll brings a different body, so
+    // each snapshot's lines are written once and copied by every later scrape.
+    let parts: Vec<&Parts> = view
+        .tasks()
+        .filter_map(|(spec, t)| {
+            let snap = t.snapshot.as_ref()?;
+            Some(
+                snap.rendered
+                    .get_or_init(|| snapshot_parts(spec.id.as_str(), snap)),
+            )
+        })
+        .collect();
+    for (i, (name, help)) in SNAPSHOT_FAMILIES.iter().enumerate() {
+        header(out, name, "gauge", help);
+        for p in &parts {
+            out.push_str(p.get(i));
+        }
+    }
+}
+
+/// The families rendered from a task's [`Snapshot`], in exposition order: (name, help).
+const SNAPSHOT_FAMILIES: [(&str, &str); 6] = [
+    (
         "krs_task_downloads",
-        "gauge",
         "Files the task downloaded, by danger zone, from the latest successful poll.",
-    );
-    for (id, snap) in snapshots() {
-        for zone in DangerZone::ALL {
-            let n = snap.zones[zone.index()];
-            if n > 0 || zone != DangerZone::Unknown {
-                sample(
-                    out,
-                    "krs_task_downloads",
-                    &[("task_id", id), ("danger_zone", zone.as_str())],
-                    n,
-                );
-            }
-        }
-    }
-    header(
-        out,
+    ),
+    (
         "krs_task_download_bytes",
-        "gauge",
         "Sum of the sizes of the task's downloaded files.",
-    );
-    for (id, snap) in snapshots() {
-        sample(
-            out,
-            "krs_task_download_bytes",
-            &[("task_id", id)],
-            snap.bytes,
-        );
-    }
-    header(
-        out,
+    ),
+    (
         "krs_task_https_downloads",
-        "gauge",
         "Files the task downloaded over HTTPS.",
-    );
-    for (id, snap) in snapshots() {
+    ),
+    (
+        "krs_task_yara_matches",
+        "Files of the task that triggered the YARA rule.",
+    ),
+    (
+        "krs_task_detections",
+        "Files of the task carrying the detection name.",
+    ),
+    (
+        "krs_download_info",
+        "One series per downloaded file in the configured zones (always 1).",
+    ),
+];
+
+/// One task's lines of each of [`SNAPSHOT_FAMILIES`], in that order.
+fn snapshot_parts(id: &str, snap: &Snapshot) -> Parts {
+    let mut out = String::with_capacity(1024);
+    let mut ends = Vec::with_capacity(SNAPSHOT_FAMILIES.len());
+    let mut end = |out: &String| ends.push(u32::try_from(out.len()).unwrap_or(u32::MAX));
+    let [downloads, bytes, https, yara, detections, info] = SNAPSHOT_FAMILIES.map(|(name, _)| name);
+    for zone in DangerZone::ALL {
+        let n = snap.zones[zone.index()];
+        if n > 0 || zone != DangerZone::Unknown {
+            sample(
+                &mut out,
+                downloads,
+                &[("task_id", id), ("danger_zone", zone.as_str())],
+                n,
+            );
+        }
+    }
+    end(&out);
+    sample(&mut out, bytes, &[("task_id", id)], snap.bytes);
+    end(&out);
+    sample(&mut out, https, &[("task_id", id)], snap.https);
+    end(&out);
+    for (rule, n) in &snap.yara {
+        sample(&mut out, yara, &[("task_id", id), ("rule", rule)], *n);
+    }
+    end(&out);
+    for (detection, n) in &snap.detections {
         sample(
-            out,
-            "krs_task_https_downloads",
-            &[("task_id", id)],
-            snap.https,
+            &mut out,
+            detections,
+            &[("task_id", id), ("detection", detection)],
+            *n,
         );
     }
-    header(
-        out,
-        "krs_task_yara_matches",
-        "gauge",
-        "Files of the task that triggered the YARA rule.",
-    );
-    for (id, snap) in snapshots() {
-        for (rule, n) in &snap.yara {
-            sample(
-                out,
-                "krs_task_yara_matches",
-                &[("task_id", id), ("rule", rule)],
-                *n,
-            );
-        }
+    end(&out);
+    for file in &snap.files {
+        sample(
+            &mut out,
+            info,
+            &[
+                ("task_id", id),
+                ("danger_zone", file.zone.as_str()),
+                ("sha256", &file.sha256),
+                ("file_name", &file.name),
+                ("file_type", &file.file_type),
+            ],
+            1u64,
+        );
     }
-    header(
-        out,
-        "krs_task_detections",
-        "gauge",
-        "Files of the task carrying the detection name.",
-    );
-    for (id, snap) in snapshots() {
-        for (detection, n) in &snap.detections {
-            sample(
-                out,
-                "krs_task_detections",
-                &[("task_id", id), ("detection", detection)],
-                *n,
-            );
-        }
-    }
-    header(
-        out,
-        "krs_download_info",
-        "gauge",
-        "One series per downloaded file in the configured zones (always 1).",
-    );
-    for (id, snap) in snapshots() {
-        for file in &snap.files {
-            sample(
-                out,
-                "krs_download_info",
-                &[
-                    ("task_id", id),
-                    ("danger_zone", file.zone.as_str()),
-                    ("sha256", &file.sha256),
-                    ("file_name", &file.name),
-                    ("file_type", &file.file_type),
-                ],
-                1u64,
-            );
-        }
-    }
+    end(&out);
+    Parts::new(out, ends)
+}
+
+/// A timestamp for the exposition: Unix seconds with millisecond resolution.
+fn unix_millis(t: SystemTime) -> UnixMillis {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Seconds since the Unix epoch, with millisecond resolution.
@@ -693,7 +689,7 @@ mod tests {
                     task: TaskId::parse(TASK).expect("valid id"),
                     finished: SystemTime::now(),
                     status: 200,
-                    result: Ok(files),
+                    result: Ok(files.into()),
                 });
             }
             // The per-task families carry the sandbox's strings; the registry part (with the
@@ -707,6 +703,84 @@ mod tests {
             prop_assert_eq!(text.lines().filter(|l| l.starts_with("krs_task_up{")).count(), 1);
             prop_assert!(text.ends_with('\n'));
         }
+    }
+
+    #[test]
+    fn a_repeated_scrape_reuses_snapshot_lines_until_a_poll_brings_new_files() {
+        const OTHER_TASK: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+        let spec = |id: &str| TaskSpec {
+            id: TaskId::parse(id).expect("valid id"),
+            name: String::new(),
+            labels: BTreeMap::new(),
+        };
+        let state = State::new(WatchList {
+            tasks: vec![spec(TASK), spec(OTHER_TASK)],
+            label_keys: Vec::new(),
+            limits: Limits {
+                max_label_length: 64,
+                max_label_values: 100,
+                file_info_zones: [true; 6],
+            },
+        });
+        let red = |sha: &str| Download {
+            zone: DangerZone::Red,
+            sha256: sha.into(),
+            yara_rules: vec![format!("rule_{sha}")],
+            ..Download::default()
+        };
+        let poll = |id: &str, files: Vec<Download>| {
+            state.apply(PollReport {
+                task: TaskId::parse(id).expect("valid id"),
+                finished: UNIX_EPOCH + Duration::from_millis(1_764_135_791_250),
+                status: 200,
+                result: Ok(files.into()),
+            });
+        };
+        poll(TASK, vec![red("aa")]);
+        poll(OTHER_TASK, vec![red("bb")]);
+        let render = || {
+            let mut text = String::new();
+            render_tasks(&mut text, &state);
+            text
+        };
+        let first = render();
+        assert!(state.read().tasks().all(|(_, t)| t
+            .snapshot
+            .as_ref()
+            .unwrap()
+            .rendered
+            .get()
+            .is_some()));
+        assert_eq!(render(), first);
+
+        // Each family is one block: header, then the samples of both tasks.
+        let names: Vec<&str> = first
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| &l[..l.find(['{', ' ']).unwrap()])
+            .collect();
+        let mut blocks = names.clone();
+        blocks.dedup();
+        let mut distinct = blocks.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            blocks.len(),
+            distinct.len(),
+            "a family is split: {blocks:?}"
+        );
+        assert!(first.contains(
+            "krs_task_last_poll_timestamp_seconds{task_id=\"0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71\"} 1764135791.25\n"
+        ));
+
+        poll(TASK, vec![red("aa"), red("cc")]);
+        let second = render();
+        let red_line =
+            |id: &str| format!("krs_task_downloads{{task_id=\"{id}\",danger_zone=\"Red\"}}");
+        assert!(second.contains(&format!("{} 2\n", red_line(TASK))));
+        assert!(!second.contains(&format!("{} 1\n", red_line(TASK))));
+        assert!(second.contains(&format!("{} 1\n", red_line(OTHER_TASK))));
+        assert!(second.contains("rule=\"rule_cc\""));
     }
 
     #[test]
@@ -743,7 +817,7 @@ mod tests {
                 task: TaskId::parse(TASK).expect("valid id"),
                 finished: SystemTime::now(),
                 status: 200,
-                result: Ok(files),
+                result: Ok(files.into()),
             });
             assert_eq!(
                 applied.activity.yara_hits.len(),

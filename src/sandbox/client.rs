@@ -12,7 +12,8 @@ use thiserror::Error;
 
 use crate::config::{SandboxConfig, TaskId};
 use crate::sandbox::classify::{self, ApiFailure};
-use crate::sandbox::decode::{self, ApiError, DecodeError, Download};
+use crate::sandbox::decode::{self, ApiError, DecodeError};
+use crate::sandbox::digest::{BodyDigest, Downloads};
 
 /// Error bodies are only read for their `code`; no need to hold more than this of them.
 const MAX_ERROR_BODY_BYTES: u64 = 64 * 1024;
@@ -36,7 +37,7 @@ pub struct Attempt {
     pub duration: Duration,
     /// The server's `Retry-After`, parsed and capped at [`MAX_RETRY_AFTER`].
     pub retry_after: Option<Duration>,
-    pub result: Result<Vec<Download>, AttemptError>,
+    pub result: Result<Downloads, AttemptError>,
 }
 
 /// Why an attempt did not yield downloads.
@@ -174,8 +175,9 @@ impl SandboxClient {
         })
     }
 
-    /// Sends one attempt for `task` and reads the answer within the configured limits.
-    pub async fn fetch_downloads(&self, task: &TaskId) -> Attempt {
+    /// Sends one attempt for `task` and reads the answer within the configured limits. A 200
+    /// body whose digest is `known` (the previous poll's) is reported unchanged, undecoded.
+    pub async fn fetch_downloads(&self, task: &TaskId, known: Option<BodyDigest>) -> Attempt {
         let started = Instant::now();
         let url = self.config.downloads_url(task);
         let request = self
@@ -222,7 +224,19 @@ impl SandboxClient {
             Ok(Ok(parts)) => parts,
         };
         let result = match (status, body) {
-            (200, Ok(bytes)) => decode::decode_downloads(&bytes).map_err(decode_error),
+            (200, Ok(bytes)) => {
+                let digest = BodyDigest::of(&bytes);
+                if known == Some(digest) {
+                    Ok(Downloads::Unchanged(digest))
+                } else {
+                    decode::decode_downloads(&bytes)
+                        .map(|files| Downloads::Changed {
+                            files,
+                            digest: Some(digest),
+                        })
+                        .map_err(decode_error)
+                }
+            }
             (200, Err(e)) => Err(e),
             (_, body) => {
                 // An error body that was cut or unreadable still leaves the status to classify.

@@ -196,7 +196,7 @@ mod tests {
                     reason,
                     detail: String::new(),
                 }),
-                None => Ok(Vec::new()),
+                None => Ok(Vec::new().into()),
             },
         }
     }

@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, TaskId};
 use crate::metrics::Metrics;
-use crate::sandbox::SandboxClient;
+use crate::sandbox::{Downloads, SandboxClient};
 use crate::state::State;
 use gate::{Gate, PauseChange};
 use poll::{PollContext, PollEnd};
@@ -96,7 +96,8 @@ pub async fn run(
                     (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
                 let id = task.clone();
                 spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, async move {
-                    if let Some(end) = poll::poll(&ctx, &task, permit, &shutdown).await {
+                    let known = state.digest(&task);
+                    if let Some(end) = poll::poll(&ctx, &task, known, permit, &shutdown).await {
                         finish(end, &state, &metrics);
                     }
                 });
@@ -155,7 +156,7 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
     let task = end.report.task.clone();
     let status = end.report.status;
     let error = end.report.result.as_ref().err().cloned();
-    let files = end.report.result.as_ref().map_or(0, Vec::len);
+    let files = end.report.result.as_ref().ok().and_then(Downloads::files);
     let applied = state.apply(end.report);
     metrics.record_activity(&applied.activity);
     metrics.record_poll(end.duration, error.is_none());

@@ -12,7 +12,7 @@ use super::gate::{Admission, Gate, PauseChange, PauseReason};
 use crate::config::{RetryConfig, TaskId};
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::sandbox::{Attempt, SandboxClient};
+use crate::sandbox::{Attempt, BodyDigest, Downloads, SandboxClient};
 use crate::state::PollReport;
 
 /// Everything a poll needs; replaced as a whole on reload, so running polls finish with the
@@ -37,10 +37,12 @@ pub struct PollEnd {
 }
 
 /// Polls `task` until success, a permanent failure, the retry budget, or shutdown (`None`).
-/// `first_permit` is the concurrency slot the dispatcher already holds for the first attempt.
+/// `first_permit` is the concurrency slot the dispatcher already holds for the first attempt;
+/// `known` is the digest of the body the state last digested for this task.
 pub async fn poll(
     ctx: &PollContext,
     task: &TaskId,
+    known: Option<BodyDigest>,
     first_permit: OwnedSemaphorePermit,
     shutdown: &CancellationToken,
 ) -> Option<PollEnd> {
@@ -70,7 +72,7 @@ pub async fn poll(
         }
         attempts += 1;
         let attempt: Attempt = tokio::select! {
-            a = ctx.client.fetch_downloads(task) => a,
+            a = ctx.client.fetch_downloads(task, known) => a,
             () = shutdown.cancelled() => return None,
         };
         drop(slot);
@@ -121,10 +123,7 @@ pub async fn poll(
     })
 }
 
-fn paused(
-    reason: PauseReason,
-    remaining: Duration,
-) -> (u16, Result<Vec<crate::sandbox::Download>, String>) {
+fn paused(reason: PauseReason, remaining: Duration) -> (u16, Result<Downloads, String>) {
     let status = match reason {
         PauseReason::Unauthorized => 401,
         PauseReason::Unreachable => 0,

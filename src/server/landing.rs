@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Routes;
-use crate::state::{State, TaskState};
+use crate::state::{State, TaskRow};
 use crate::zone::DangerZone;
 
 /// YARA rules and files listed per task on the page (the metrics carry all of them).
@@ -135,7 +135,7 @@ fn render(routes: &Page) -> String {
     page
 }
 
-fn state_cell(task: &TaskState) -> &'static str {
+fn state_cell(task: &TaskRow) -> &'static str {
     match (task.last_poll, task.up) {
         (None, _) => "<td>pending</td>",
         (Some(_), true) => "<td class=\"up\">up</td>",

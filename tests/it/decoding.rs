@@ -173,3 +173,50 @@ async fn an_empty_task_reports_zero_in_every_documented_zone() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_body_identical_to_the_known_one_is_reported_unchanged_and_any_change_is_decoded() {
+    use krs_exporter::config::{Config, TaskId};
+    use krs_exporter::sandbox::{Downloads, SandboxClient};
+
+    let task = SimTask::new(&id(1)).files(files());
+    let sandbox = Sandbox::start(vec![task]).await;
+    let yaml = ConfigYaml::new(&sandbox.url(), &[&id(1)]).render();
+    let config = Config::from_yaml_str(&yaml, std::path::Path::new("test.yml"), &|_| None)
+        .expect("valid config");
+    let client = SandboxClient::new(&config.sandbox, 1).expect("client");
+    let task = TaskId::parse(&id(1)).expect("valid id");
+    let fetch = |known| {
+        let (client, task) = (client.clone(), task.clone());
+        async move {
+            within(client.fetch_downloads(&task, known))
+                .await
+                .result
+                .expect("a 200 answer")
+        }
+    };
+
+    let Downloads::Changed {
+        files: first,
+        digest: Some(digest),
+    } = fetch(None).await
+    else {
+        panic!("the first answer is decoded and digested");
+    };
+    assert_eq!(first.len(), 2);
+    assert!(matches!(fetch(Some(digest)).await, Downloads::Unchanged(d) if d == digest));
+
+    sandbox
+        .sim
+        .add_file(&id(1), SimFile::new("second-stage.dll", "Red"));
+    match fetch(Some(digest)).await {
+        Downloads::Changed {
+            files,
+            digest: Some(changed),
+        } => {
+            assert_eq!(files.len(), 3);
+            assert_ne!(changed, digest);
+        }
+        other => panic!("a changed body must be decoded, got {other:?}"),
+    }
+}
