@@ -52,6 +52,62 @@ pub fn escape_label_value(out: &mut String, value: &str) {
     out.push_str(&value[start..]);
 }
 
+/// Exposition text handed on in chunks, so a scrape of any size holds about one chunk.
+///
+/// Renderers write into [`Chunks::text`] and call [`Chunks::boundary`] between series groups;
+/// a chunk is emitted once it reaches the target size. When the consumer goes away (`emit`
+/// returns `false`) [`Chunks::boundary`] says so and the renderer stops.
+pub struct Chunks<'a> {
+    buf: String,
+    target: usize,
+    emit: &'a mut dyn FnMut(String) -> bool,
+    open: bool,
+}
+
+impl<'a> Chunks<'a> {
+    pub fn new(target: usize, emit: &'a mut dyn FnMut(String) -> bool) -> Self {
+        Chunks {
+            buf: String::with_capacity(target + target / 4),
+            target,
+            emit,
+            open: true,
+        }
+    }
+
+    /// Where to write.
+    pub fn text(&mut self) -> &mut String {
+        &mut self.buf
+    }
+
+    /// Emits the buffer if it is full; `false` once the consumer is gone.
+    pub fn boundary(&mut self) -> bool {
+        if self.buf.len() >= self.target {
+            self.emit_buffer();
+        }
+        self.open
+    }
+
+    /// Emits what is left; `false` if the consumer went away at any point.
+    pub fn finish(mut self) -> bool {
+        if !self.buf.is_empty() {
+            self.emit_buffer();
+        }
+        self.open
+    }
+
+    fn emit_buffer(&mut self) {
+        if self.open {
+            let chunk = std::mem::replace(
+                &mut self.buf,
+                String::with_capacity(self.target + self.target / 4),
+            );
+            self.open = (self.emit)(chunk);
+        } else {
+            self.buf.clear();
+        }
+    }
+}
+
 /// A sample value.
 pub trait Value {
     fn write(self, out: &mut String);

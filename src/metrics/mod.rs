@@ -24,7 +24,7 @@ use crate::sandbox::{Attempt, AttemptError, FailureReason};
 use crate::shard::Shard;
 use crate::state::{NewActivity, Parts, Snapshot, State, TaskRow};
 use crate::zone::DangerZone;
-use exposition::{header, sample, UnixMillis};
+use exposition::{header, sample, Chunks, UnixMillis};
 
 /// Distinct sandbox error codes kept as label values; the rest become [`OTHER`].
 const MAX_ERROR_CODES: usize = 32;
@@ -284,15 +284,32 @@ impl Metrics {
 
     /// The whole exposition: the registry's families, then the per-task families.
     pub fn render(&self, state: &State) -> String {
-        let mut out = String::with_capacity(64 * 1024);
+        let mut all = String::new();
+        self.render_chunked(state, 1 << 20, &mut |chunk| {
+            all.push_str(&chunk);
+            true
+        });
+        all
+    }
+
+    /// The whole exposition handed to `emit` in chunks of about `chunk_bytes`, so a scrape
+    /// holds one chunk rather than the whole body (113 MB at 100k tasks). Stops early and
+    /// returns `false` when `emit` does (the client went away).
+    pub fn render_chunked(
+        &self,
+        state: &State,
+        chunk_bytes: usize,
+        emit: &mut dyn FnMut(String) -> bool,
+    ) -> bool {
+        let mut out = Chunks::new(chunk_bytes, emit);
         let families = self.registry.gather();
         let mut buf = Vec::with_capacity(16 * 1024);
         // Encoding our own registry into a Vec cannot fail: every family is well-formed.
         if TextEncoder::new().encode(&families, &mut buf).is_ok() {
-            out.push_str(&String::from_utf8_lossy(&buf));
+            out.text().push_str(&String::from_utf8_lossy(&buf));
         }
         render_tasks(&mut out, state);
-        out
+        out.finish()
     }
 
     fn error_code_label(&self, code: &str) -> String {
@@ -324,21 +341,26 @@ impl Default for Metrics {
 
 /// Writes the per-task families from one consistent copy of the state, taken in a few
 /// milliseconds; the formatting runs without the state lock.
-fn render_tasks(out: &mut String, state: &State) {
+fn render_tasks(out: &mut Chunks<'_>, state: &State) {
     let view = state.read();
     let watch = view.watch_list();
 
     // From the same view as the task series, so a scrape during a reload is never torn.
     header(
-        out,
+        out.text(),
         "krs_watched_tasks",
         "gauge",
         "Tasks in the active watch list.",
     );
-    sample(out, "krs_watched_tasks", &[], watch.tasks.len() as u64);
+    sample(
+        out.text(),
+        "krs_watched_tasks",
+        &[],
+        watch.tasks.len() as u64,
+    );
 
     header(
-        out,
+        out.text(),
         "krs_task_info",
         "gauge",
         "Watch-list metadata of a task (always 1), for joins.",
@@ -352,7 +374,10 @@ fn render_tasks(out: &mut String, state: &State) {
             let value = spec.labels.get(key).map_or("", String::as_str);
             labels.push((key, value));
         }
-        sample(out, "krs_task_info", &labels, 1u64);
+        sample(out.text(), "krs_task_info", &labels, 1u64);
+        if !out.boundary() {
+            return;
+        }
     }
 
     let polled: Vec<(&str, &TaskRow)> = view
@@ -361,16 +386,24 @@ fn render_tasks(out: &mut String, state: &State) {
         .map(|(spec, t)| (spec.id.as_str(), t))
         .collect();
     header(
-        out,
+        out.text(),
         "krs_task_up",
         "gauge",
         "1 if the latest poll of the task succeeded, else 0.",
     );
     for (id, t) in &polled {
-        sample(out, "krs_task_up", &[("task_id", id)], u64::from(t.up));
+        sample(
+            out.text(),
+            "krs_task_up",
+            &[("task_id", id)],
+            u64::from(t.up),
+        );
+        if !out.boundary() {
+            return;
+        }
     }
     header(
-        out,
+        out.text(),
         "krs_task_last_poll_timestamp_seconds",
         "gauge",
         "End of the latest poll of the task (Unix seconds).",
@@ -378,15 +411,18 @@ fn render_tasks(out: &mut String, state: &State) {
     for (id, t) in &polled {
         if let Some(at) = t.last_poll {
             sample(
-                out,
+                out.text(),
                 "krs_task_last_poll_timestamp_seconds",
                 &[("task_id", id)],
                 unix_millis(at),
             );
+            if !out.boundary() {
+                return;
+            }
         }
     }
     header(
-        out,
+        out.text(),
         "krs_task_last_success_timestamp_seconds",
         "gauge",
         "End of the latest successful poll of the task (Unix seconds).",
@@ -394,26 +430,32 @@ fn render_tasks(out: &mut String, state: &State) {
     for (id, t) in &polled {
         if let Some(at) = t.last_success {
             sample(
-                out,
+                out.text(),
                 "krs_task_last_success_timestamp_seconds",
                 &[("task_id", id)],
                 unix_millis(at),
             );
+            if !out.boundary() {
+                return;
+            }
         }
     }
     header(
-        out,
+        out.text(),
         "krs_task_last_status_code",
         "gauge",
         "HTTP status of the latest poll's final attempt; 0 when no response arrived.",
     );
     for (id, t) in &polled {
         sample(
-            out,
+            out.text(),
             "krs_task_last_status_code",
             &[("task_id", id)],
             u64::from(t.last_status),
         );
+        if !out.boundary() {
+            return;
+        }
     }
 
     // The families drawn from a snapshot change only when a poll brings a different body, so
@@ -429,9 +471,12 @@ fn render_tasks(out: &mut String, state: &State) {
         })
         .collect();
     for (i, (name, help)) in SNAPSHOT_FAMILIES.iter().enumerate() {
-        header(out, name, "gauge", help);
+        header(out.text(), name, "gauge", help);
         for p in &parts {
-            out.push_str(p.get(i));
+            out.text().push_str(p.get(i));
+            if !out.boundary() {
+                return;
+            }
         }
     }
 }
@@ -695,14 +740,90 @@ mod tests {
             // The per-task families carry the sandbox's strings; the registry part (with the
             // fleet counters' rule labels) is checked by the test below, once, since gathering
             // the process metrics on every case would dominate the run.
-            let mut text = String::new();
-            render_tasks(&mut text, &state);
+            let text = tasks_text(&state);
             for line in text.lines() {
                 prop_assert!(valid_line(line).is_ok(), "{:?}: {:?}", line, valid_line(line));
             }
             prop_assert_eq!(text.lines().filter(|l| l.starts_with("krs_task_up{")).count(), 1);
             prop_assert!(text.ends_with('\n'));
         }
+    }
+
+    /// The per-task families alone, in small chunks so that chunk boundaries are exercised.
+    fn tasks_text(state: &State) -> String {
+        let mut all = String::new();
+        let mut emit = |chunk: String| {
+            all.push_str(&chunk);
+            true
+        };
+        let mut out = Chunks::new(64, &mut emit);
+        render_tasks(&mut out, state);
+        assert!(out.finish());
+        all
+    }
+
+    #[test]
+    fn a_chunked_render_is_the_whole_exposition_and_stops_when_the_client_leaves() {
+        let tasks: Vec<TaskSpec> = (0..200u32)
+            .map(|i| TaskSpec {
+                id: TaskId::parse(&format!("{i:08x}-0000-4000-8000-000000000000")).unwrap(),
+                name: format!("task {i}"),
+                labels: BTreeMap::new(),
+            })
+            .collect();
+        let state = State::new(WatchList {
+            tasks: tasks.clone(),
+            label_keys: Vec::new(),
+            limits: Limits {
+                max_label_length: 64,
+                max_label_values: 100,
+                file_info_zones: [true; 6],
+            },
+        });
+        for spec in &tasks {
+            state.apply(PollReport {
+                task: spec.id.clone(),
+                finished: SystemTime::now(),
+                status: 200,
+                result: Ok(vec![Download {
+                    zone: DangerZone::Red,
+                    sha256: "aa".into(),
+                    ..Download::default()
+                }]
+                .into()),
+            });
+        }
+        let metrics = Metrics::new(Shard::ALL);
+        let mut chunks = Vec::new();
+        assert!(metrics.render_chunked(&state, 4096, &mut |c| {
+            chunks.push(c);
+            true
+        }));
+        assert!(chunks.len() > 10, "{} chunks", chunks.len());
+        assert!(
+            chunks.iter().all(|c| c.ends_with('\n')),
+            "chunks end on a line"
+        );
+        let whole = chunks.concat();
+        assert!(whole.contains("# TYPE krs_polls_total counter\n"));
+        assert_eq!(
+            whole
+                .lines()
+                .filter(|l| l.starts_with("krs_download_info{"))
+                .count(),
+            200
+        );
+        assert_eq!(
+            tasks_text(&state),
+            whole[whole.find("# HELP krs_watched_tasks").unwrap()..]
+        );
+
+        let mut calls = 0;
+        assert!(!metrics.render_chunked(&state, 4096, &mut |_| {
+            calls += 1;
+            calls < 3
+        }));
+        assert_eq!(calls, 3, "rendering stops once the consumer is gone");
     }
 
     #[test]
@@ -738,11 +859,7 @@ mod tests {
         };
         poll(TASK, vec![red("aa")]);
         poll(OTHER_TASK, vec![red("bb")]);
-        let render = || {
-            let mut text = String::new();
-            render_tasks(&mut text, &state);
-            text
-        };
+        let render = || tasks_text(&state);
         let first = render();
         assert!(state.read().tasks().all(|(_, t)| t
             .snapshot

@@ -20,14 +20,16 @@
 //! configured security headers are added to every answer.
 
 mod landing;
+mod scrape;
 
 use std::convert::Infallible;
-use std::io::Write as _;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::channel::Channel;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -41,7 +43,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{Metrics, CONTENT_TYPE};
+use crate::metrics::Metrics;
 use crate::state::State;
 use crate::web_config::{AuthResult, BasicAuth, TlsAcceptorCache, WebConfig, WWW_AUTHENTICATE};
 
@@ -115,7 +117,8 @@ impl Routes {
     }
 }
 
-type Body = Full<Bytes>;
+/// A whole body, or `/metrics` streamed as it renders ([`scrape`]).
+type Body = Either<Full<Bytes>, Channel<Bytes, io::Error>>;
 
 /// Accepts connections until `shutdown`, then drains them within [`DRAIN_TIMEOUT`].
 pub async fn serve(
@@ -208,7 +211,7 @@ where
 
 /// Routes one request.
 pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
-    let _permit = match &routes.max_requests {
+    let mut permit = match &routes.max_requests {
         Some(caps) => match Arc::clone(if req.uri().path() == routes.telemetry_path {
             &caps.scrapes
         } else {
@@ -245,7 +248,7 @@ pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
     let readable = method == Method::GET || method == Method::HEAD;
     let response = if path == routes.telemetry_path {
         if readable {
-            metrics(routes, accepts_gzip(&req)).await
+            scrape::metrics(routes, accepts_gzip(&req), permit.take()).await
         } else {
             not_allowed("GET, HEAD")
         }
@@ -262,45 +265,9 @@ pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
     };
     if method == Method::HEAD {
         let (parts, _) = response.into_parts();
-        return Response::from_parts(parts, Body::default());
+        return Response::from_parts(parts, Either::Left(Full::default()));
     }
     response
-}
-
-async fn metrics(routes: &Routes, gzip: bool) -> Response<Body> {
-    let (state, metrics) = (Arc::clone(&routes.state), Arc::clone(&routes.metrics));
-    // Rendering is CPU work proportional to the watch list: keep it off the async workers.
-    let rendered = tokio::task::spawn_blocking(move || {
-        let text = metrics.render(&state);
-        if gzip {
-            compress(text.as_bytes()).map(|b| (b, true))
-        } else {
-            Some((Bytes::from(text), false))
-        }
-    })
-    .await;
-    match rendered {
-        Ok(Some((body, gzipped))) => {
-            let mut r = with_type(StatusCode::OK, CONTENT_TYPE, body);
-            let headers = r.headers_mut();
-            headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-            if gzipped {
-                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            }
-            r
-        }
-        Ok(None) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "compression failed\n".into(),
-        ),
-        Err(e) => {
-            warn!(error = %e, "rendering metrics failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rendering failed\n".into(),
-            )
-        }
-    }
 }
 
 /// The status page, rendered off the async workers like `/metrics`: a flood of page views must
@@ -340,17 +307,6 @@ fn accepts_gzip(req: &Request<Incoming>) -> bool {
             });
             coding.eq_ignore_ascii_case("gzip") && !zero_q
         })
-}
-
-/// Gzip at the fastest level: exposition text compresses about tenfold even so, and the
-/// scrape path is where CPU matters.
-fn compress(body: &[u8]) -> Option<Bytes> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(body).ok()?;
-    encoder.finish().ok().map(Bytes::from)
 }
 
 fn ready(routes: &Routes) -> Response<Body> {
@@ -410,7 +366,7 @@ fn html(body: String) -> Response<Body> {
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Either::Left(Full::new(body)));
     *r.status_mut() = status;
     let headers = r.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
