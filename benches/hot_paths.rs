@@ -165,7 +165,7 @@ fn fleet_state(n: u64, polled: bool) -> State {
     let mut file_info_zones = [false; 6];
     file_info_zones[DangerZone::Red.index()] = true;
     let state = State::new(WatchList {
-        tasks,
+        tasks: tasks.into(),
         label_keys: vec!["team".to_string()],
         // The configuration defaults (docs/configuration.md).
         limits: Limits {

@@ -65,7 +65,14 @@ pub fn load(source: &ConfigSource, shard: Shard) -> Result<Active, LoadError> {
         ConfigSource::File(path) => Config::load(path)?,
         ConfigSource::Fixed(config) => (**config).clone(),
     };
-    config.tasks.retain(|task| shard.owns(&task.id));
+    if config.tasks.iter().any(|task| !shard.owns(&task.id)) {
+        config.tasks = config
+            .tasks
+            .iter()
+            .filter(|task| shard.owns(&task.id))
+            .cloned()
+            .collect();
+    }
     let client = SandboxClient::new(&config.sandbox, config.polling.concurrency)?;
     if config.sandbox.insecure_skip_verify {
         warn!("sandbox.insecure_skip_verify is on: the sandbox's TLS certificate is not verified");

@@ -91,7 +91,7 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
                 max_elapsed_time: Duration::from_secs(8),
             },
         },
-        tasks,
+        tasks: tasks.into(),
         metrics: MetricsConfig::default(),
     })
 }

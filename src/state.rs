@@ -35,7 +35,8 @@ pub struct State {
 /// The active watch list with the limits that shape the exported data.
 #[derive(Clone, Debug)]
 pub struct WatchList {
-    pub tasks: Vec<TaskSpec>,
+    /// Shared with the configuration it came from.
+    pub tasks: Arc<[TaskSpec]>,
     /// Union of the `labels:` keys of every task, sorted: extra labels of `krs_task_info`.
     pub label_keys: Vec<String>,
     pub limits: Limits,
@@ -204,7 +205,7 @@ impl WatchList {
             file_info_zones[zone.index()] = true;
         }
         WatchList {
-            tasks: config.tasks.clone(),
+            tasks: Arc::clone(&config.tasks),
             label_keys: config.label_keys(),
             limits: Limits {
                 max_label_length: config.metrics.max_label_length,
@@ -219,7 +220,7 @@ impl State {
     pub fn new(watch: WatchList) -> Self {
         let mut inner = Inner {
             watch: Arc::new(WatchList {
-                tasks: Vec::new(),
+                tasks: Arc::new([]),
                 label_keys: Vec::new(),
                 limits: watch.limits.clone(),
             }),
@@ -365,7 +366,7 @@ impl Inner {
     fn set_watch(&mut self, watch: WatchList) {
         let keep: HashSet<&TaskId> = watch.tasks.iter().map(|t| &t.id).collect();
         self.tasks.retain(|id, _| keep.contains(id));
-        for spec in &watch.tasks {
+        for spec in watch.tasks.iter() {
             self.tasks.entry(spec.id.clone()).or_default();
         }
         if !self.ready && watch.tasks.is_empty() {
@@ -693,7 +694,7 @@ mod tests {
         let mut narrower = limits();
         narrower.max_label_length = 8;
         s.replace_watch_list(WatchList {
-            tasks: vec![task(T1)],
+            tasks: vec![task(T1)].into(),
             label_keys: Vec::new(),
             limits: narrower,
         });
@@ -791,7 +792,7 @@ mod tests {
         let s = state(&[T1, T2]);
         s.apply(ok(T2, vec![file("aa", DangerZone::Red, &[])]));
         s.replace_watch_list(WatchList {
-            tasks: vec![task(T1)],
+            tasks: vec![task(T1)].into(),
             label_keys: Vec::new(),
             limits: limits(),
         });

@@ -36,6 +36,7 @@ mod yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use problem::{Problem, MAX_SHOWN_CHARS};
@@ -51,8 +52,9 @@ pub struct Config {
     pub source: PathBuf,
     pub sandbox: SandboxConfig,
     pub polling: PollingConfig,
-    /// The watch list in file order; ids are unique.
-    pub tasks: Vec<TaskSpec>,
+    /// The watch list in file order; ids are unique. Shared with the state's watch list, so a
+    /// fleet of 100k tasks is held once.
+    pub tasks: Arc<[TaskSpec]>,
     pub metrics: MetricsConfig,
 }
 

@@ -9,8 +9,11 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A sandbox task id in canonical form: lowercase hex, `8-4-4-4-12`, no braces.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(String);
+///
+/// Stored inline (36 ASCII bytes): ids are copied into the state, the scheduler's queue and
+/// every poll, and a heap allocation per copy would cost more than the id itself.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId([u8; GUID_LEN]);
 
 impl TaskId {
     /// Parses a GUID, returning a one-line reason when `s` is not one.
@@ -30,7 +33,7 @@ impl TaskId {
                 "a GUID has {GUID_LEN} characters (8-4-4-4-12 hex digits), this has {count}"
             ));
         }
-        let mut canonical = String::with_capacity(GUID_LEN);
+        let mut canonical = [0u8; GUID_LEN];
         for (i, c) in inner.chars().enumerate() {
             if HYPHENS.contains(&i) {
                 if c != '-' {
@@ -39,9 +42,10 @@ impl TaskId {
                         i + 1
                     ));
                 }
-                canonical.push('-');
+                canonical[i] = b'-';
             } else if c.is_ascii_hexdigit() {
-                canonical.push(c.to_ascii_lowercase());
+                // An ASCII hex digit: one byte.
+                canonical[i] = c.to_ascii_lowercase() as u8;
             } else {
                 return Err(format!("{c:?} at position {} is not a hex digit", i + 1));
             }
@@ -51,13 +55,20 @@ impl TaskId {
 
     /// The canonical form, as used in URLs and labels.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only `parse` builds a TaskId, from ASCII hex digits and hyphens.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TaskId").field(&self.as_str()).finish()
     }
 }
 

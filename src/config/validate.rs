@@ -67,7 +67,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path, problems: &mut Problems) -
         source: source.to_path_buf(),
         sandbox: sandbox?,
         polling: polling?,
-        tasks,
+        tasks: tasks.into(),
         metrics: metrics?,
     })
 }

@@ -725,7 +725,7 @@ mod tests {
                     id: TaskId::parse(TASK).expect("valid id"),
                     name: "n\"ame\n".into(),
                     labels: BTreeMap::from([("team".to_string(), "s\\oc".to_string())]),
-                }],
+                }].into(),
                 label_keys: vec!["team".into()],
                 limits: Limits { max_label_length: 64, max_label_values: 3, file_info_zones },
             });
@@ -772,7 +772,7 @@ mod tests {
             })
             .collect();
         let state = State::new(WatchList {
-            tasks: tasks.clone(),
+            tasks: tasks.clone().into(),
             label_keys: Vec::new(),
             limits: Limits {
                 max_label_length: 64,
@@ -835,7 +835,7 @@ mod tests {
             labels: BTreeMap::new(),
         };
         let state = State::new(WatchList {
-            tasks: vec![spec(TASK), spec(OTHER_TASK)],
+            tasks: vec![spec(TASK), spec(OTHER_TASK)].into(),
             label_keys: Vec::new(),
             limits: Limits {
                 max_label_length: 64,
@@ -908,7 +908,7 @@ mod tests {
             labels: BTreeMap::new(),
         };
         let state = State::new(WatchList {
-            tasks: vec![task],
+            tasks: vec![task].into(),
             label_keys: Vec::new(),
             limits: Limits {
                 max_label_length: 64,

@@ -361,7 +361,7 @@ mod tests {
             "the task can be polled again"
         );
         let state = State::new(crate::state::WatchList {
-            tasks: Vec::new(),
+            tasks: Vec::new().into(),
             label_keys: Vec::new(),
             limits: crate::state::Limits {
                 max_label_length: 128,
