@@ -14,12 +14,11 @@
 #[path = "support/fleet.rs"]
 mod fleet;
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use krs_exporter::config::{TaskId, TaskSpec};
+use krs_exporter::config::{TaskId, TaskLabels, TaskSpec};
 use krs_exporter::metrics::Metrics;
 use krs_exporter::sandbox::decode::decode_downloads;
 use krs_exporter::sandbox::Download;
@@ -159,7 +158,7 @@ fn fleet_state(n: u64, polled: bool) -> State {
         .map(|i| TaskSpec {
             id: fleet_task_id(i),
             name: fleet::task_name(i),
-            labels: BTreeMap::from([("team".to_string(), fleet::team(i).to_string())]),
+            labels: TaskLabels::from([("team".to_string(), fleet::team(i).to_string())]),
         })
         .collect();
     let mut file_info_zones = [false; 6];

@@ -2,7 +2,6 @@
 //! that watches it — so a newcomer sees every metric family move within two minutes, with no
 //! sandbox and no configuration file.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    Config, MetricsConfig, PollingConfig, RetryConfig, SandboxConfig, TaskId, TaskSpec,
+    Config, MetricsConfig, PollingConfig, RetryConfig, SandboxConfig, TaskId, TaskLabels, TaskSpec,
 };
 use crate::secret::Secret;
 use crate::simulator::{self, Scenario, SimHandle};
@@ -58,14 +57,14 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
         tasks.push(TaskSpec {
             id: TaskId::parse(&task.id).map_err(|_| DemoError::TaskId(task.id.clone()))?,
             name: task.name.clone().unwrap_or_default(),
-            labels: BTreeMap::from([("source".to_string(), "demo".to_string())]),
+            labels: TaskLabels::from([("source".to_string(), "demo".to_string())]),
         });
     }
     tasks.push(TaskSpec {
         id: TaskId::parse(simulator::DEMO_MISSING_TASK_ID)
             .map_err(|_| DemoError::TaskId(simulator::DEMO_MISSING_TASK_ID.into()))?,
         name: "never-existed".to_string(),
-        labels: BTreeMap::from([("source".to_string(), "demo".to_string())]),
+        labels: TaskLabels::from([("source".to_string(), "demo".to_string())]),
     });
     let credentials = scenario.credentials();
     Ok(Config {

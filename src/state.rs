@@ -580,13 +580,13 @@ fn hash_of(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::config::TaskLabels;
 
     fn task(id: &str) -> TaskSpec {
         TaskSpec {
             id: TaskId::parse(id).unwrap(),
             name: String::new(),
-            labels: BTreeMap::new(),
+            labels: TaskLabels::default(),
         }
     }
 

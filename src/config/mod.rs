@@ -111,7 +111,53 @@ pub struct TaskSpec {
     pub name: String,
     /// Valid Prometheus label names, none reserved (`__*`) or taken by `krs_task_info` itself
     /// (`task_id`, `name`); at most 32, values at most 1024 characters.
-    pub labels: BTreeMap<String, String>,
+    pub labels: TaskLabels,
+}
+
+/// A task's `labels:`, sorted by name, each name once. A sorted slice rather than a map: tasks
+/// carry one or two labels, and a B-tree node costs 544 bytes even for one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskLabels(Box<[(String, String)]>);
+
+impl TaskLabels {
+    /// The value of label `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    /// Label names in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// (name, value) pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<BTreeMap<String, String>> for TaskLabels {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        TaskLabels(map.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for TaskLabels {
+    /// A later pair wins over an earlier one with the same name, as in a map.
+    fn from(pairs: [(String, String); N]) -> Self {
+        BTreeMap::from(pairs).into()
+    }
 }
 
 /// What the metrics expose and how far they may grow.
@@ -190,8 +236,8 @@ impl Config {
 
     /// Every label name used by any task, sorted: the extra labels of `krs_task_info`.
     pub fn label_keys(&self) -> Vec<String> {
-        let keys: BTreeSet<&String> = self.tasks.iter().flat_map(|t| t.labels.keys()).collect();
-        keys.into_iter().cloned().collect()
+        let keys: BTreeSet<&str> = self.tasks.iter().flat_map(|t| t.labels.keys()).collect();
+        keys.into_iter().map(str::to_owned).collect()
     }
 
     /// One line for logs and `--config.check`, e.g.

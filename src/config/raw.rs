@@ -405,7 +405,7 @@ mod tests {
         );
         assert_eq!(config.sandbox.password.expose(), "env-s3cret");
         assert_eq!(config.tasks[0].name, "soc-task");
-        assert_eq!(config.tasks[0].labels["team"], "soc");
+        assert_eq!(config.tasks[0].labels.get("team"), Some("soc"));
     }
 
     #[test]
@@ -473,9 +473,9 @@ mod tests {
     ));
         let labels = &config.tasks[0].labels;
         assert_eq!(config.tasks[0].name, "42");
-        assert_eq!(labels["case"], "2291");
-        assert_eq!(labels["urgent"], "true");
-        assert_eq!(labels["empty"], "");
+        assert_eq!(labels.get("case"), Some("2291"));
+        assert_eq!(labels.get("urgent"), Some("true"));
+        assert_eq!(labels.get("empty"), Some(""));
         let line = one_problem(&format!(
             "{MINIMAL}tasks:\n  - id: {ID_A}\n    labels: {{version: 1.10}}\n"
         ));

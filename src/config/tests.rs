@@ -1,7 +1,6 @@
 //! Tests of the whole loader: YAML text (or a file) in, a `Config` or the problem lines out.
 //! Each stage's own rules are tested beside it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,7 +48,7 @@ fn the_full_example_of_the_contract_loads_with_every_field() {
     assert_eq!(config.tasks[0].name, "invoice-macro");
     assert_eq!(
         config.tasks[0].labels,
-        BTreeMap::from([
+        TaskLabels::from([
             ("case".to_owned(), "IR-2291".to_owned()),
             ("team".to_owned(), "soc".to_owned())
         ])
@@ -240,4 +239,20 @@ mod fuzz {
             load(&tokens.concat());
         }
     }
+}
+
+#[test]
+fn task_labels_are_kept_sorted_and_found_by_name() {
+    let labels = TaskLabels::from([
+        ("team".to_owned(), "soc".to_owned()),
+        ("case".to_owned(), "IR-1".to_owned()),
+        ("zone".to_owned(), "dmz".to_owned()),
+        ("case".to_owned(), "IR-2".to_owned()),
+    ]);
+    assert_eq!(labels.keys().collect::<Vec<_>>(), ["case", "team", "zone"]);
+    assert_eq!(labels.get("case"), Some("IR-2"), "the later value wins");
+    assert_eq!(labels.get("zone"), Some("dmz"));
+    assert_eq!(labels.get("absent"), None);
+    assert_eq!(labels.len(), 3);
+    assert!(TaskLabels::default().is_empty());
 }

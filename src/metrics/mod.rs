@@ -371,7 +371,7 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State) {
         labels.push(("task_id", spec.id.as_str()));
         labels.push(("name", &spec.name));
         for key in &watch.label_keys {
-            let value = spec.labels.get(key).map_or("", String::as_str);
+            let value = spec.labels.get(key).unwrap_or("");
             labels.push((key, value));
         }
         sample(out.text(), "krs_task_info", &labels, 1u64);
@@ -577,11 +577,10 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{TaskId, TaskSpec};
+    use crate::config::{TaskId, TaskLabels, TaskSpec};
     use crate::sandbox::Download;
     use crate::state::{Limits, PollReport, WatchList};
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     const TASK: &str = "0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71";
 
@@ -724,7 +723,7 @@ mod tests {
                 tasks: vec![TaskSpec {
                     id: TaskId::parse(TASK).expect("valid id"),
                     name: "n\"ame\n".into(),
-                    labels: BTreeMap::from([("team".to_string(), "s\\oc".to_string())]),
+                    labels: TaskLabels::from([("team".to_string(), "s\\oc".to_string())]),
                 }].into(),
                 label_keys: vec!["team".into()],
                 limits: Limits { max_label_length: 64, max_label_values: 3, file_info_zones },
@@ -768,7 +767,7 @@ mod tests {
             .map(|i| TaskSpec {
                 id: TaskId::parse(&format!("{i:08x}-0000-4000-8000-000000000000")).unwrap(),
                 name: format!("task {i}"),
-                labels: BTreeMap::new(),
+                labels: TaskLabels::default(),
             })
             .collect();
         let state = State::new(WatchList {
@@ -832,7 +831,7 @@ mod tests {
         let spec = |id: &str| TaskSpec {
             id: TaskId::parse(id).expect("valid id"),
             name: String::new(),
-            labels: BTreeMap::new(),
+            labels: TaskLabels::default(),
         };
         let state = State::new(WatchList {
             tasks: vec![spec(TASK), spec(OTHER_TASK)].into(),
@@ -905,7 +904,7 @@ mod tests {
         let task = TaskSpec {
             id: TaskId::parse(TASK).expect("valid id"),
             name: String::new(),
-            labels: BTreeMap::new(),
+            labels: TaskLabels::default(),
         };
         let state = State::new(WatchList {
             tasks: vec![task].into(),

@@ -49,7 +49,11 @@ pub(super) fn tasks(raw: &[RawTask], problems: &mut Problems) -> Vec<TaskSpec> {
         };
         let labels = labels(task, problems);
         if let (Some(id), Some(name), Some(labels)) = (id, name, labels) {
-            specs.push(TaskSpec { id, name, labels });
+            specs.push(TaskSpec {
+                id,
+                name,
+                labels: labels.into(),
+            });
         }
     }
     specs
