@@ -100,6 +100,38 @@ fn render(c: &mut Criterion) {
     group.finish();
 }
 
+/// Compressing the 10k-task exposition as a scrape with `Accept-Encoding: gzip` does: in the
+/// renderer's chunks, through one gzip stream, at the level the server uses.
+fn gzip(c: &mut Criterion) {
+    use std::io::Write;
+    let state = fleet_state(10_000, true);
+    let metrics = Metrics::new(Shard::ALL);
+    let mut chunks = Vec::new();
+    metrics.render_chunked(&state, 256 * 1024, &mut |chunk| {
+        chunks.push(chunk);
+        true
+    });
+    let plain: usize = chunks.iter().map(String::len).sum();
+    let mut group = c.benchmark_group("gzip");
+    group.throughput(Throughput::Bytes(plain as u64));
+    group.bench_function("10000_tasks", |b| {
+        b.iter(|| {
+            // flate2::Compression::fast(), as in src/server/scrape.rs.
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(plain / 4),
+                flate2::Compression::fast(),
+            );
+            for chunk in &chunks {
+                encoder
+                    .write_all(chunk.as_bytes())
+                    .expect("writing to a Vec");
+            }
+            encoder.finish().expect("writing to a Vec")
+        })
+    });
+    group.finish();
+}
+
 /// A downloads body of `n` records, written as the vendor documents them (PascalCase keys, an
 /// array), taken from consecutive fleet tasks.
 fn downloads_body(n: usize) -> Vec<u8> {
@@ -200,6 +232,6 @@ fn quick() -> Criterion {
 criterion_group! {
     name = benches;
     config = quick();
-    targets = decode, apply, render
+    targets = decode, apply, render, gzip
 }
 criterion_main!(benches);
