@@ -8,7 +8,8 @@
 //!
 //! One run, all on 127.0.0.1:
 //! 1. starts the simulator in this process with `--tasks` tasks, three files each in the mix of
-//!    `benches/support/fleet.rs`;
+//!    `benches/support/fleet.rs`; each task answers the same body every time (a finished
+//!    task), or with `--changing-bodies` a body stamped with the time of the response;
 //! 2. writes an exporter configuration (password in a file, `--interval`, `--concurrency`,
 //!    retry defaults) and spawns the exporter binary on a free port;
 //! 3. after `--warmup`, measures for `--duration`: requests at the simulator and the exporter's
@@ -103,6 +104,10 @@ pub struct RunArgs {
     /// Skip the floor.
     #[arg(long)]
     no_floor: bool,
+    /// Make every response differ (the simulator's `served_at` stamp), so the exporter must
+    /// decode and recount every poll instead of recognising an unchanged body: its worst case.
+    #[arg(long)]
+    changing_bodies: bool,
     /// Run both phases this many times, alternating which goes first (E F, F E, ...); the
     /// summary gives the median ratios.
     #[arg(long, default_value_t = 1)]
@@ -183,7 +188,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     eprintln!("loadtest: building a scenario of {} tasks", args.tasks);
     let scenario = Scenario::builder()
         .credentials(USER, PASSWORD)
-        .tasks((0..args.tasks).map(sim_task))
+        .tasks((0..args.tasks).map(|n| sim_task(n).served_at(args.changing_bodies)))
         .build()
         .map_err(|e| format!("scenario: {e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -249,6 +254,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let median_cpu_ratio = ratios(|p| p.cpu_us_per_poll);
     let report = Report {
         tasks: args.tasks,
+        changing_bodies: args.changing_bodies,
         interval_s: args.interval.as_secs_f64(),
         demanded_polls_per_s: args.tasks as f64 / args.interval.as_secs_f64(),
         concurrency: args.concurrency,

@@ -10,6 +10,8 @@ use crate::proc::Rss;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub tasks: u64,
+    /// Every response differed (`--changing-bodies`).
+    pub changing_bodies: bool,
     pub interval_s: f64,
     pub demanded_polls_per_s: f64,
     pub concurrency: usize,
@@ -35,8 +37,16 @@ pub fn markdown(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## loadtest: {} tasks, interval {}s (demand {:.0} polls/s), concurrency {}\n",
-        r.tasks, r.interval_s, r.demanded_polls_per_s, r.concurrency
+        "## loadtest: {} tasks, interval {}s (demand {:.0} polls/s), concurrency {}{}\n",
+        r.tasks,
+        r.interval_s,
+        r.demanded_polls_per_s,
+        r.concurrency,
+        if r.changing_bodies {
+            ", every body different"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,

@@ -56,6 +56,7 @@ struct Record<'a> {
     file: &'a SimFile,
     zone: &'a str,
     format: ResponseFormat,
+    served_at_ms: Option<u128>,
 }
 
 /// YARA rule names written as `{"Name": rule}` objects.
@@ -100,6 +101,7 @@ pub(super) fn downloads(
             file,
             zone: file.zone_at(elapsed),
             format,
+            served_at_ms: format.served_at.then_some(elapsed.as_millis()),
         })
         .collect();
     let json = match format.shape {
@@ -168,7 +170,8 @@ impl Serialize for Record<'_> {
         } else {
             self.zone
         };
-        let mut map = serializer.serialize_map(Some(keys.len()))?;
+        let extra = usize::from(self.served_at_ms.is_some());
+        let mut map = serializer.serialize_map(Some(keys.len() + extra))?;
         map.serialize_entry(zone, zone_value)?;
         map.serialize_entry(md5, f.md5.as_deref().unwrap_or_default())?;
         map.serialize_entry(sha1, f.sha1.as_deref().unwrap_or_default())?;
@@ -192,6 +195,9 @@ impl Serialize for Record<'_> {
             )?;
         } else {
             map.serialize_entry(yara, &f.yara)?;
+        }
+        if let Some(ms) = self.served_at_ms {
+            map.serialize_entry("ServedAtMs", &ms)?;
         }
         map.end()
     }

@@ -77,6 +77,10 @@ pub struct ResponseFormat {
     pub yara_as_objects: bool,
     /// Write the zone `Grey` as `Gray`.
     pub gray_spelling: bool,
+    /// Add an undocumented `ServedAtMs` key (milliseconds since simulator start) to every
+    /// record, so no two responses are alike: what a sandbox adding per-request fields would
+    /// do, and the load harness's worst case, where every poll must be decoded.
+    pub served_at: bool,
 }
 
 /// The JSON document around the file records.
@@ -355,6 +359,11 @@ impl SimTask {
 
     pub fn gray_spelling(mut self, on: bool) -> Self {
         self.format.gray_spelling = on;
+        self
+    }
+
+    pub fn served_at(mut self, on: bool) -> Self {
+        self.format.served_at = on;
         self
     }
 

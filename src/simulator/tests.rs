@@ -517,6 +517,30 @@ async fn format_options_change_key_case_size_type_yara_form_and_grey_spelling() 
 }
 
 #[tokio::test]
+async fn served_at_stamps_every_record_with_the_time_of_the_response() {
+    within(async {
+        let file = SimFile::new("a.exe", "Red");
+        let sim = Sim::with_tasks([
+            SimTask::new(TASK).served_at(true).file(file.clone()),
+            SimTask::new(OTHER).file(file),
+        ])
+        .await;
+        let before = sim.handle.elapsed().as_millis();
+        let stamped = sim.downloads(TASK).await.json();
+        let after = sim.handle.elapsed().as_millis();
+        let ms = stamped[0]["ServedAtMs"].as_u64().expect("a number") as u128;
+        assert!(
+            (before..=after).contains(&ms),
+            "{before} <= {ms} <= {after}"
+        );
+        assert!(sim.downloads(OTHER).await.json()[0]
+            .get("ServedAtMs")
+            .is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_hostile_file_name_is_serialised_as_valid_json() {
     within(async {
         let hostile = "\"quoted\" <script>alert('x')</script>\nline two\\back\u{1}slash é 🦀";

@@ -53,6 +53,8 @@ struct RawTask {
     #[serde(default)]
     gray_spelling: bool,
     #[serde(default)]
+    served_at: bool,
+    #[serde(default)]
     files: Vec<RawFile>,
     #[serde(default)]
     faults: Vec<RawFault>,
@@ -215,6 +217,7 @@ impl RawTask {
                 size_as_string: self.size_as_string,
                 yara_as_objects: self.yara_as_objects,
                 gray_spelling: self.gray_spelling,
+                served_at: self.served_at,
             },
             files,
             faults,
