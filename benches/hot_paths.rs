@@ -98,6 +98,20 @@ fn render(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The first scrape after every task's snapshot changed: no snapshot lines to reuse.
+    let mut group = c.benchmark_group("render_first_scrape");
+    for n in [1_000u64, 10_000] {
+        let metrics = Metrics::new(Shard::ALL);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_batched(
+                || fleet_state(n, true),
+                |state| metrics.render(&state),
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
 }
 
 /// Compressing the 10k-task exposition as a scrape with `Accept-Encoding: gzip` does: in the

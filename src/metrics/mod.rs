@@ -262,6 +262,12 @@ impl Metrics {
         self.poll_panics.inc();
     }
 
+    /// Polls that panicked so far.
+    #[cfg(test)]
+    pub fn poll_panics(&self) -> u64 {
+        self.poll_panics.get()
+    }
+
     pub fn record_activity(&self, activity: &NewActivity) {
         for zone in &activity.downloads {
             self.downloads.with_label_values(&[zone.as_str()]).inc();

@@ -95,7 +95,8 @@ pub async fn run(
                 let (state, metrics, shutdown) =
                     (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
                 let id = task.clone();
-                spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, async move {
+                let guard_shutdown = shutdown.clone();
+                spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, guard_shutdown, async move {
                     let known = state.digest(&task);
                     if let Some(end) = poll::poll(&ctx, &task, known, permit, &shutdown).await {
                         finish(end, &state, &metrics);
@@ -121,22 +122,44 @@ fn spawn_contained(
     metrics: Arc<Metrics>,
     task: TaskId,
     busy: Arc<AtomicBool>,
+    shutdown: CancellationToken,
     poll: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     busy.store(true, Ordering::Release);
-    let guard = BusyGuard(busy);
-    let inner = tokio::spawn(async move {
-        let _guard = guard;
-        poll.await;
-    });
+    let guard = PollGuard {
+        busy,
+        metrics,
+        task,
+        shutdown,
+        finished: false,
+    };
     tracker.spawn(async move {
-        if let Err(e) = inner.await {
-            if e.is_panic() {
-                metrics.record_panic();
-                error!(task_id = %task, "a poll panicked; the task will be polled again at its next turn");
-            }
-        }
+        // Moved in whole (a closure would capture only the field it writes).
+        let mut guard = guard;
+        poll.await;
+        guard.finished = true;
     });
+}
+
+/// Travels with a poll's task: clears the busy flag when the task ends, and reports a task
+/// that ended without finishing. Tokio catches a panic in a task and drops the task's future,
+/// so a guard dropped unfinished means the poll panicked, unless shutdown abandoned it.
+struct PollGuard {
+    busy: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    task: TaskId,
+    shutdown: CancellationToken,
+    finished: bool,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        self.busy.store(false, Ordering::Release);
+        if !self.finished && !self.shutdown.is_cancelled() {
+            self.metrics.record_panic();
+            error!(task_id = %self.task, "a poll panicked; the task will be polled again at its next turn");
+        }
+    }
 }
 
 /// Hands a finished poll to the state and metrics, and logs transitions.
@@ -198,15 +221,6 @@ struct Due {
     at: Instant,
     token: u64,
     task: TaskId,
-}
-
-/// Clears a task's busy flag when its poll ends, panics included.
-struct BusyGuard(Arc<AtomicBool>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
 }
 
 impl Dispatcher {
@@ -337,6 +351,33 @@ mod tests {
     use super::*;
     use crate::shard::Shard;
 
+    #[test]
+    fn a_poll_abandoned_at_shutdown_is_not_counted_as_a_panic() {
+        let metrics = Arc::new(Metrics::new(Shard::ALL));
+        let busy = Arc::new(AtomicBool::new(false));
+        let shutdown = CancellationToken::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let tracker = TaskTracker::new();
+        runtime.block_on(async {
+            spawn_contained(
+                &tracker,
+                Arc::clone(&metrics),
+                TaskId::parse("0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71").unwrap(),
+                Arc::clone(&busy),
+                shutdown.clone(),
+                std::future::pending(),
+            );
+            tokio::task::yield_now().await;
+        });
+        assert!(busy.load(Ordering::Acquire), "the poll is running");
+        shutdown.cancel();
+        drop(runtime);
+        assert!(!busy.load(Ordering::Acquire));
+        assert_eq!(metrics.poll_panics(), 0);
+    }
+
     #[tokio::test]
     async fn a_panicking_poll_is_counted_and_frees_its_task_for_the_next_turn() {
         let tracker = TaskTracker::new();
@@ -348,6 +389,7 @@ mod tests {
             Arc::clone(&metrics),
             task,
             Arc::clone(&busy),
+            CancellationToken::new(),
             async {
                 panic!("a response nobody foresaw");
             },

@@ -42,6 +42,7 @@ pub async fn metrics(
     let mut stream = BodyStream {
         tx: Some(tx),
         handle: Handle::current(),
+        stall_timeout: STALL_TIMEOUT,
     };
     // Rendering is CPU work proportional to the watch list: keep it off the async workers.
     let render = tokio::task::spawn_blocking(move || {
@@ -96,11 +97,13 @@ pub async fn metrics(
 struct BodyStream {
     tx: Option<Sender<Bytes, io::Error>>,
     handle: Handle,
+    /// [`STALL_TIMEOUT`] outside tests.
+    stall_timeout: Duration,
 }
 
 impl BodyStream {
     /// Hands `bytes` to the connection, waiting while the client is behind; `false` once the
-    /// client is gone or stalled for [`STALL_TIMEOUT`].
+    /// client is gone or has not read for the stall timeout.
     fn send(&mut self, bytes: Bytes) -> bool {
         let Some(tx) = self.tx.as_mut() else {
             return false;
@@ -108,10 +111,10 @@ impl BodyStream {
         if bytes.is_empty() {
             return true;
         }
-        match self
-            .handle
-            .block_on(tokio::time::timeout(STALL_TIMEOUT, tx.send_data(bytes)))
-        {
+        match self.handle.block_on(tokio::time::timeout(
+            self.stall_timeout,
+            tx.send_data(bytes),
+        )) {
             Ok(Ok(())) => true,
             Ok(Err(_)) => {
                 debug!("scrape client went away; rendering stopped");
@@ -119,7 +122,7 @@ impl BodyStream {
             }
             Err(_) => {
                 warn!(
-                    timeout_s = STALL_TIMEOUT.as_secs(),
+                    timeout_s = self.stall_timeout.as_secs(),
                     "scrape client stopped reading; the scrape was aborted"
                 );
                 false
@@ -151,8 +154,27 @@ mod tests {
         let stream = BodyStream {
             tx: Some(tx),
             handle: Handle::current(),
+            stall_timeout: STALL_TIMEOUT,
         };
         (stream, body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_client_that_stops_reading_is_abandoned_after_the_stall_timeout() {
+        let (mut stream, body) = stream();
+        stream.stall_timeout = Duration::from_millis(50);
+        let sends = tokio::task::spawn_blocking(move || {
+            // The channel holds CHUNKS_AHEAD chunks; nobody reads, so the next one stalls.
+            (0..=CHUNKS_AHEAD)
+                .map(|_| stream.send(Bytes::from_static(b"x 1\n")))
+                .collect::<Vec<bool>>()
+        })
+        .await
+        .expect("no panic");
+        assert_eq!(sends.len(), CHUNKS_AHEAD + 1);
+        assert!(sends[..CHUNKS_AHEAD].iter().all(|sent| *sent), "{sends:?}");
+        assert!(!sends[CHUNKS_AHEAD], "the stalled send gives up");
+        drop(body);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
