@@ -15,9 +15,9 @@
 pub mod gate;
 pub mod plan;
 pub mod poll;
+mod ring;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,7 @@ use crate::sandbox::{Downloads, SandboxClient};
 use crate::state::State;
 use gate::{Gate, PauseChange};
 use poll::{PollContext, PollEnd};
+use ring::Ring;
 
 /// Tasks added by a reload are polled within this window (or the interval, if shorter).
 const NEW_TASK_WINDOW: Duration = Duration::from_secs(5);
@@ -59,7 +60,7 @@ pub async fn run(
     let first = Arc::clone(&active.borrow_and_update());
     let mut dispatcher = Dispatcher::new(&first, Arc::clone(&metrics));
     dispatcher.schedule_new(
-        &first.config.tasks,
+        first.config.tasks.iter().map(|t| &t.id),
         first.config.polling.interval,
         Instant::now(),
     );
@@ -200,27 +201,11 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
     }
 }
 
-/// The timer queue and the per-task bookkeeping.
+/// The turn order and the settings polls are started with.
 struct Dispatcher {
     ctx: Arc<PollContext>,
     metrics: Arc<Metrics>,
-    interval: Duration,
-    slots: HashMap<TaskId, Slot>,
-    queue: BinaryHeap<Reverse<Due>>,
-    next_token: u64,
-}
-
-struct Slot {
-    /// Identifies this slot's queue entries; entries of a removed task are skipped.
-    token: u64,
-    busy: Arc<AtomicBool>,
-}
-
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    at: Instant,
-    token: u64,
-    task: TaskId,
+    ring: Ring,
 }
 
 impl Dispatcher {
@@ -228,82 +213,51 @@ impl Dispatcher {
         Dispatcher {
             ctx: Arc::new(context(active, None, Arc::clone(&metrics))),
             metrics,
-            interval: active.config.polling.interval,
-            slots: HashMap::new(),
-            queue: BinaryHeap::new(),
-            next_token: 0,
+            ring: Ring::new(active.config.polling.interval, Instant::now()),
         }
     }
 
     fn next_due(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse(d)| d.at)
+        self.ring.next_due()
     }
 
-    /// Pops the earliest entry, queues the task's next turn and returns it, unless the entry
-    /// belongs to a task no longer watched.
+    /// The task whose turn it is at `now`, if any.
     fn pop_due(&mut self, now: Instant) -> Option<(TaskId, Arc<AtomicBool>)> {
-        let Reverse(due) = self.queue.pop()?;
-        let slot = self.slots.get(&due.task).filter(|s| s.token == due.token)?;
-        let busy = Arc::clone(&slot.busy);
-        let mut next = due.at + self.interval;
-        // After a stall (a suspended machine, a saturated sandbox) skip missed turns rather
-        // than firing them all at once.
-        while next <= now {
-            next += self.interval;
-        }
-        self.queue.push(Reverse(Due {
-            at: next,
-            token: due.token,
-            task: due.task.clone(),
-        }));
-        Some((due.task, busy))
+        self.ring.pop(now)
     }
 
-    /// Queues the first poll of `tasks`, spread evenly over `window` from `now`.
-    fn schedule_new(&mut self, tasks: &[crate::config::TaskSpec], window: Duration, now: Instant) {
-        let ids: Vec<&TaskId> = tasks.iter().map(|t| &t.id).collect();
+    /// Schedules the first poll of `tasks`, spread evenly over `window` from `now`.
+    fn schedule_new<'a>(
+        &mut self,
+        tasks: impl IntoIterator<Item = &'a TaskId>,
+        window: Duration,
+        now: Instant,
+    ) {
+        let ids: Vec<&TaskId> = tasks.into_iter().collect();
         let phases = plan::phases(ids.iter().copied(), window);
-        for (id, phase) in ids.into_iter().zip(phases) {
-            let token = self.next_token;
-            self.next_token += 1;
-            self.slots.insert(
-                id.clone(),
-                Slot {
-                    token,
-                    busy: Arc::new(AtomicBool::new(false)),
-                },
-            );
-            self.queue.push(Reverse(Due {
-                at: now + phase,
-                token,
-                task: id.clone(),
-            }));
-        }
+        self.ring.insert(ids.into_iter().cloned().zip(phases), now);
     }
 
     fn reconfigure(&mut self, active: &Active) {
         let config = &active.config;
         self.ctx = Arc::new(context(active, Some(&self.ctx), Arc::clone(&self.metrics)));
-        self.interval = config.polling.interval;
-        let wanted: std::collections::HashSet<&TaskId> =
-            config.tasks.iter().map(|t| &t.id).collect();
-        self.slots.retain(|id, _| wanted.contains(id));
-        let added: Vec<crate::config::TaskSpec> = config
+        let interval = config.polling.interval;
+        self.ring.set_interval(interval);
+        let wanted: HashSet<&TaskId> = config.tasks.iter().map(|t| &t.id).collect();
+        self.ring.retain(|id| wanted.contains(id));
+        let present: HashSet<TaskId> = self.ring.ids().cloned().collect();
+        let added: Vec<&TaskId> = config
             .tasks
             .iter()
-            .filter(|t| !self.slots.contains_key(&t.id))
-            .cloned()
+            .map(|t| &t.id)
+            .filter(|id| !present.contains(*id))
             .collect();
-        let window = NEW_TASK_WINDOW.min(self.interval);
-        self.schedule_new(&added, window, Instant::now());
-        // Drop queue entries of removed tasks now rather than one interval later.
-        let slots = &self.slots;
-        self.queue
-            .retain(|Reverse(d)| slots.get(&d.task).is_some_and(|s| s.token == d.token));
+        let count = added.len();
+        self.schedule_new(added, NEW_TASK_WINDOW.min(interval), Instant::now());
         info!(
             tasks = config.tasks.len(),
-            added = added.len(),
-            interval_s = self.interval.as_secs_f64(),
+            added = count,
+            interval_s = interval.as_secs_f64(),
             "scheduler reconfigured"
         );
     }
