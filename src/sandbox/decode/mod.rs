@@ -383,10 +383,15 @@ impl<'de, T: Copy> Visitor<'de> for KeySeed<T> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<T>, E> {
-        Ok(self
-            .0
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+        // The documented spelling first: one length check rules out most names, where the
+        // case-insensitive comparison walks every byte.
+        let exact = self.0.iter().find(|(name, _)| *name == key);
+        Ok(exact
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(key))
+            })
             .map(|&(_, value)| value))
     }
 }
