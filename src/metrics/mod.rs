@@ -268,15 +268,18 @@ impl Metrics {
         self.poll_panics.get()
     }
 
+    /// Counts a poll's new files and rule hits. The hits go first: the registry is gathered in
+    /// name order (`krs_downloads_total` before `krs_yara_hits_total`), so a scrape that sees a
+    /// new download also sees the YARA hits that came with it.
     pub fn record_activity(&self, activity: &NewActivity) {
-        for zone in &activity.downloads {
-            self.downloads.with_label_values(&[zone.as_str()]).inc();
-        }
         for rule in &activity.known_rules {
             self.yara_hits.with_label_values(&[rule]);
         }
         for rule in &activity.yara_hits {
             self.yara_hits.with_label_values(&[rule]).inc();
+        }
+        for zone in &activity.downloads {
+            self.downloads.with_label_values(&[zone.as_str()]).inc();
         }
     }
 
