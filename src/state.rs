@@ -273,17 +273,18 @@ impl State {
         let was_up = row.last_poll.map(|_| row.up);
         row.last_poll = Some(report.finished);
         row.last_status = report.status;
+        let succeeded = |row: &mut TaskRow| {
+            row.up = true;
+            row.last_success = Some(report.finished);
+            row.last_error = None;
+        };
         let activity = match outcome {
             Outcome::Unchanged(_) => {
-                row.up = true;
-                row.last_success = Some(report.finished);
-                row.last_error = None;
+                succeeded(row);
                 NewActivity::default()
             }
             Outcome::Changed(prepared, digest) => {
-                row.up = true;
-                row.last_success = Some(report.finished);
-                row.last_error = None;
+                succeeded(row);
                 row.snapshot = Some(Arc::new(prepared.snapshot));
                 task.digest = digest;
                 let previous = task.seen.replace(prepared.seen);

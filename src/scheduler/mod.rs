@@ -66,7 +66,7 @@ pub async fn run(
     );
 
     loop {
-        let next_due = dispatcher.next_due();
+        let next_due = dispatcher.ring.next_due();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -78,7 +78,7 @@ pub async fn run(
                 dispatcher.reconfigure(&next);
             }
             () = sleep_until(next_due) => {
-                let Some((task, busy)) = dispatcher.pop_due(Instant::now()) else {
+                let Some((task, busy)) = dispatcher.ring.pop(Instant::now()) else {
                     continue;
                 };
                 if busy.load(Ordering::Acquire) {
@@ -215,15 +215,6 @@ impl Dispatcher {
             metrics,
             ring: Ring::new(active.config.polling.interval, Instant::now()),
         }
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.ring.next_due()
-    }
-
-    /// The task whose turn it is at `now`, if any.
-    fn pop_due(&mut self, now: Instant) -> Option<(TaskId, Arc<AtomicBool>)> {
-        self.ring.pop(now)
     }
 
     /// Schedules the first poll of `tasks`, spread evenly over `window` from `now`.
