@@ -366,7 +366,12 @@ fn html(body: String) -> Response<Body> {
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Either::Left(Full::new(body)));
+    typed(status, content_type, Either::Left(Full::new(body)))
+}
+
+/// A response with its content type and `nosniff`, whole or streamed.
+fn typed(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     let headers = r.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

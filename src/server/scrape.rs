@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
-use super::{Body, Routes};
+use super::{typed, Body, Routes};
 use crate::metrics::CONTENT_TYPE;
 
 /// Plain text rendered before a chunk is handed on.
@@ -76,14 +76,8 @@ pub async fn metrics(
             warn!(error = %e, "rendering metrics failed; the scrape was aborted");
         }
     });
-    let mut r = Response::new(Either::Right(body));
-    *r.status_mut() = StatusCode::OK;
+    let mut r = typed(StatusCode::OK, CONTENT_TYPE, Either::Right(body));
     let headers = r.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     if gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
