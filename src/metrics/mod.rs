@@ -394,77 +394,33 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State) {
         .filter(|(_, t)| t.last_poll.is_some())
         .map(|(spec, t)| (spec.id.as_str(), t))
         .collect();
-    header(
-        out.text(),
+    let complete = poll_family(
+        out,
+        &polled,
         "krs_task_up",
-        "gauge",
         "1 if the latest poll of the task succeeded, else 0.",
-    );
-    for (id, t) in &polled {
-        sample(
-            out.text(),
-            "krs_task_up",
-            &[("task_id", id)],
-            u64::from(t.up),
-        );
-        if !out.boundary() {
-            return;
-        }
-    }
-    header(
-        out.text(),
+        |t| Some(u64::from(t.up)),
+    ) && poll_family(
+        out,
+        &polled,
         "krs_task_last_poll_timestamp_seconds",
-        "gauge",
         "End of the latest poll of the task (Unix seconds).",
-    );
-    for (id, t) in &polled {
-        if let Some(at) = t.last_poll {
-            sample(
-                out.text(),
-                "krs_task_last_poll_timestamp_seconds",
-                &[("task_id", id)],
-                unix_millis(at),
-            );
-            if !out.boundary() {
-                return;
-            }
-        }
-    }
-    header(
-        out.text(),
+        |t| t.last_poll.map(unix_millis),
+    ) && poll_family(
+        out,
+        &polled,
         "krs_task_last_success_timestamp_seconds",
-        "gauge",
         "End of the latest successful poll of the task (Unix seconds).",
-    );
-    for (id, t) in &polled {
-        if let Some(at) = t.last_success {
-            sample(
-                out.text(),
-                "krs_task_last_success_timestamp_seconds",
-                &[("task_id", id)],
-                unix_millis(at),
-            );
-            if !out.boundary() {
-                return;
-            }
-        }
-    }
-    header(
-        out.text(),
+        |t| t.last_success.map(unix_millis),
+    ) && poll_family(
+        out,
+        &polled,
         "krs_task_last_status_code",
-        "gauge",
         "HTTP status of the latest poll's final attempt; 0 when no response arrived.",
+        |t| Some(u64::from(t.last_status)),
     );
-    for (id, t) in &polled {
-        sample(
-            out.text(),
-            "krs_task_last_status_code",
-            &[("task_id", id)],
-            u64::from(t.last_status),
-        );
-        if !out.boundary() {
-            return;
-        }
+    if !complete {
+        return;
     }
 
     // The families drawn from a snapshot change only when a poll brings a different body, so
@@ -488,6 +444,27 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State) {
             }
         }
     }
+}
+
+/// One gauge family of the polled tasks, one sample per task for which `value` has one;
+/// `false` once the client is gone.
+fn poll_family<V: exposition::Value>(
+    out: &mut Chunks<'_>,
+    polled: &[(&str, &TaskRow)],
+    name: &str,
+    help: &str,
+    value: impl Fn(&TaskRow) -> Option<V>,
+) -> bool {
+    header(out.text(), name, "gauge", help);
+    for (id, t) in polled {
+        if let Some(v) = value(t) {
+            sample(out.text(), name, &[("task_id", id)], v);
+            if !out.boundary() {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The families rendered from a task's [`Snapshot`], in exposition order: (name, help).
