@@ -111,17 +111,8 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     let mut scrapes: Vec<(Duration, Duration)> = Vec::new();
     let polls0 = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
     let polls0_at = Instant::now();
-    let profiled = callgrind(args.wrap.as_deref(), exporter.pid, "--zero");
-    let (cpu0, t0) = (exporter.cpu()?, sim.elapsed());
-    tokio::time::sleep(args.duration).await;
-    let (cpu1, t1) = (exporter.cpu()?, sim.elapsed());
-    if profiled {
-        callgrind(
-            args.wrap.as_deref(),
-            exporter.pid,
-            "--dump=measurement-window",
-        );
-    }
+    let (cpu0, t0, cpu1, t1) =
+        measurement_window(&exporter, args.wrap.as_deref(), sim, args.duration).await?;
     let polls1 = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
     let polls1_at = Instant::now();
 
@@ -257,17 +248,8 @@ pub async fn floor(s: &Setup<'_>) -> Result<Phase, String> {
     let floor = Proc::spawn("floor", &command, run_for + Duration::from_secs(120), None)?;
     eprintln!("loadtest: floor pid {}", floor.pid);
     tokio::time::sleep(s.warmup).await;
-    let profiled = callgrind(args.wrap_floor.as_deref(), floor.pid, "--zero");
-    let (cpu0, t0) = (floor.cpu()?, sim.elapsed());
-    tokio::time::sleep(args.duration).await;
-    let (cpu1, t1) = (floor.cpu()?, sim.elapsed());
-    if profiled {
-        callgrind(
-            args.wrap_floor.as_deref(),
-            floor.pid,
-            "--dump=measurement-window",
-        );
-    }
+    let (cpu0, t0, cpu1, t1) =
+        measurement_window(&floor, args.wrap_floor.as_deref(), sim, args.duration).await?;
     let rss_end = floor.rss()?;
     let output = tokio::task::spawn_blocking(move || floor.wait_output(Duration::from_secs(60)))
         .await
@@ -303,6 +285,25 @@ pub async fn floor(s: &Setup<'_>) -> Result<Phase, String> {
         spread,
         ..Phase::default()
     })
+}
+
+/// Waits out the measurement window of `p`: its CPU and the simulator's clock at the start
+/// and the end. Under callgrind (`wrap`) the counters are zeroed at the start and dumped at
+/// the end, so the dump holds the window alone.
+async fn measurement_window(
+    p: &Proc,
+    wrap: Option<&str>,
+    sim: &SimHandle,
+    duration: Duration,
+) -> Result<(CpuSample, Duration, CpuSample, Duration), String> {
+    let profiled = callgrind(wrap, p.pid, "--zero");
+    let (cpu0, t0) = (p.cpu()?, sim.elapsed());
+    tokio::time::sleep(duration).await;
+    let (cpu1, t1) = (p.cpu()?, sim.elapsed());
+    if profiled {
+        callgrind(wrap, p.pid, "--dump=measurement-window");
+    }
+    Ok((cpu0, t0, cpu1, t1))
 }
 
 /// The `--wrap` command, split on whitespace.
