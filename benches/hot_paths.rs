@@ -36,7 +36,7 @@ fn decode(c: &mut Criterion) {
         let body = downloads_body(n);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &body, |b, body| {
-            b.iter(|| decode_downloads(black_box(body)).expect("the bench body decodes"));
+            b.iter(|| decode_downloads(black_box(body), 10_000).expect("the bench body decodes"));
         });
     }
     group.finish();
@@ -217,6 +217,7 @@ fn fleet_state(n: u64, polled: bool) -> State {
             max_label_length: 128,
             max_label_values: 100,
             file_info_zones,
+            ..Limits::default()
         },
     });
     if polled {

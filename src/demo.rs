@@ -78,6 +78,7 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
             insecure_skip_verify: false,
             timeout: Duration::from_secs(5),
             max_response_bytes: 16 * 1024 * 1024,
+            max_records: 10_000,
         },
         polling: PollingConfig {
             interval: DEMO_INTERVAL,

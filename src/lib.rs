@@ -28,10 +28,12 @@
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |
 //! | [`labels`] | hygiene for strings that come from the sandbox |
 //! | [`logging`] | logfmt / JSON log output |
+//! | [`blocking`] | CPU-heavy work (decoding, digesting a poll) off the async workers, bounded |
 //! | [`simulator`] | a fake sandbox for the demo, tests and benchmarks |
 //! | [`demo`] | `--demo`: the simulator in-process with a bundled scenario |
 
 pub mod app;
+pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -10,14 +10,14 @@
 //! The watch list and the task records change under one lock, so a reader sees either the
 //! old or the new watch list, never a mix.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
-use crate::config::{Config, TaskId, TaskSpec};
+use crate::config::{Config, MetricsConfig, TaskId, TaskSpec};
 use crate::labels::{self, OTHER};
+use crate::sandbox::decode::Decoded;
 use crate::sandbox::{BodyDigest, Download, Downloads};
 use crate::zone::DangerZone;
 
@@ -49,6 +49,10 @@ pub struct Limits {
     pub max_label_values: usize,
     /// Indexed by [`DangerZone::index`]: whether files of that zone get `krs_download_info`.
     pub file_info_zones: [bool; 6],
+    /// `krs_download_info` series per task at most.
+    pub max_file_info_series: usize,
+    /// `krs_download_info` series per scrape at most, all tasks together.
+    pub max_file_info_series_total: usize,
 }
 
 /// The outcome of one poll, as the scheduler hands it over.
@@ -123,8 +127,13 @@ pub struct Snapshot {
     pub yara: Vec<(String, u64)>,
     /// (detection, files) sorted by name, capped with [`OTHER`].
     pub detections: Vec<(String, u64)>,
-    /// Files in the configured `file_info_zones`.
+    /// Files in the configured `file_info_zones`, most dangerous first, at most
+    /// `max_file_info_series`.
     pub files: Vec<FileInfo>,
+    /// Files in the configured zones left without a `krs_download_info` series by the cap.
+    pub files_dropped: u64,
+    /// Records of the response that were not exported (see the decoder's `SkipReason`).
+    pub skipped_records: u64,
     /// The snapshot's exposition lines, written at the first scrape that needs them and reused
     /// by every later scrape until a poll brings a different body (see `metrics`).
     pub rendered: OnceLock<Parts>,
@@ -170,6 +179,8 @@ impl PartialEq for Snapshot {
             && self.yara == other.yara
             && self.detections == other.detections
             && self.files == other.files
+            && self.files_dropped == other.files_dropped
+            && self.skipped_records == other.skipped_records
     }
 }
 
@@ -194,24 +205,39 @@ struct Inner {
 #[derive(Debug)]
 struct SeenFile {
     zone: DangerZone,
-    /// Hashes of the YARA rules already counted for this file.
+    /// Hashes of the file's YARA rules, sorted and distinct.
     rules: Vec<u64>,
+}
+
+impl Default for Limits {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        Limits::from(&MetricsConfig::default())
+    }
+}
+
+impl From<&MetricsConfig> for Limits {
+    fn from(metrics: &MetricsConfig) -> Self {
+        let mut file_info_zones = [false; 6];
+        for zone in &metrics.file_info_zones {
+            file_info_zones[zone.index()] = true;
+        }
+        Limits {
+            max_label_length: metrics.max_label_length,
+            max_label_values: metrics.max_label_values,
+            file_info_zones,
+            max_file_info_series: metrics.max_file_info_series,
+            max_file_info_series_total: metrics.max_file_info_series_total,
+        }
+    }
 }
 
 impl WatchList {
     pub fn from_config(config: &Config) -> Self {
-        let mut file_info_zones = [false; 6];
-        for zone in &config.metrics.file_info_zones {
-            file_info_zones[zone.index()] = true;
-        }
         WatchList {
             tasks: Arc::clone(&config.tasks),
             label_keys: config.label_keys(),
-            limits: Limits {
-                max_label_length: config.metrics.max_label_length,
-                max_label_values: config.metrics.max_label_values,
-                file_info_zones,
-            },
+            limits: Limits::from(&config.metrics),
         }
     }
 }
@@ -251,8 +277,8 @@ impl State {
     pub fn apply(&self, report: PollReport) -> Applied {
         let limits = self.read_inner().watch.limits.clone();
         let outcome = match report.result {
-            Ok(Downloads::Changed { files, digest }) => {
-                Outcome::Changed(Box::new(prepare(&files, &limits)), digest)
+            Ok(Downloads::Changed { decoded, digest }) => {
+                Outcome::Changed(Box::new(prepare(&decoded, &limits)), digest)
             }
             Ok(Downloads::Unchanged(digest)) => Outcome::Unchanged(digest),
             Err(error) => Outcome::Failed(labels::clean(&error_or_default(error), MAX_ERROR_CHARS)),
@@ -287,14 +313,19 @@ impl State {
                 succeeded(row);
                 row.snapshot = Some(Arc::new(prepared.snapshot));
                 task.digest = digest;
-                let previous = task.seen.replace(prepared.seen);
                 let cap = limits.max_label_values * FLEET_RULES_FACTOR;
-                match previous {
-                    None => baseline_rules(&prepared.new_files, fleet_rules, cap),
-                    Some(previous) => {
-                        new_activity(&prepared.new_files, &previous, fleet_rules, cap)
-                    }
-                }
+                let activity = match &task.seen {
+                    None => baseline_rules(&prepared.rule_labels, fleet_rules, cap),
+                    Some(previous) => new_activity(
+                        &prepared.seen,
+                        &prepared.rule_labels,
+                        previous,
+                        fleet_rules,
+                        cap,
+                    ),
+                };
+                task.seen = Some(prepared.seen);
+                activity
             }
             Outcome::Failed(error) => {
                 row.up = false;
@@ -401,14 +432,11 @@ enum Outcome {
 
 /// Rules present at a task's baseline poll: their series start at 0 (within the fleet cap).
 fn baseline_rules(
-    new_files: &[NewFile],
+    rule_labels: &HashMap<u64, String>,
     fleet_rules: &mut HashSet<String>,
     cap: usize,
 ) -> NewActivity {
-    let mut known: Vec<String> = new_files
-        .iter()
-        .flat_map(|f| f.rules.iter().map(|(_, rule)| rule.clone()))
-        .collect();
+    let mut known: Vec<String> = rule_labels.values().cloned().collect();
     known.sort_unstable();
     known.dedup();
     known.retain(|rule| {
@@ -421,35 +449,40 @@ fn baseline_rules(
     }
 }
 
-/// Files and (file, rule) matches in `new_files` that `previous` did not have; rules beyond the
-/// fleet cap are counted under [`OTHER`].
+/// Files and (file, rule) matches of `current` that `previous` did not have; rules beyond the
+/// fleet cap are counted under [`OTHER`]. Linear in the files and rules of both polls.
 fn new_activity(
-    new_files: &[NewFile],
+    current: &HashMap<u64, SeenFile>,
+    rule_labels: &HashMap<u64, String>,
     previous: &HashMap<u64, SeenFile>,
     fleet_rules: &mut HashSet<String>,
     cap: usize,
 ) -> NewActivity {
     let mut activity = NewActivity::default();
-    for new in new_files {
-        match previous.get(&new.key) {
+    let label = |hash: &u64| rule_labels.get(hash).cloned();
+    for (key, new) in current {
+        match previous.get(key) {
             None => {
                 activity.downloads.push(new.zone);
                 activity
                     .yara_hits
-                    .extend(new.rules.iter().map(|(_, rule)| rule.clone()));
+                    .extend(new.rules.iter().filter_map(label));
             }
             Some(old) => {
                 if old.zone != new.zone {
                     activity.downloads.push(new.zone);
                 }
-                for (hash, rule) in &new.rules {
-                    if !old.rules.contains(hash) {
-                        activity.yara_hits.push(rule.clone());
+                for hash in &new.rules {
+                    if old.rules.binary_search(hash).is_err() {
+                        activity.yara_hits.extend(label(hash));
                     }
                 }
             }
         }
     }
+    // The files come out of a hash map: a stable order keeps logs and tests repeatable.
+    activity.downloads.sort_unstable();
+    activity.yara_hits.sort_unstable();
     for rule in &mut activity.yara_hits {
         if !fleet_rules.contains(rule.as_str()) {
             if fleet_rules.len() < cap {
@@ -465,43 +498,61 @@ fn new_activity(
 /// A successful response digested outside the lock.
 struct Prepared {
     snapshot: Snapshot,
+    /// One entry per distinct file of the response (a file listed twice is one file).
     seen: HashMap<u64, SeenFile>,
-    new_files: Vec<NewFile>,
+    /// Hash of a raw rule name → its label value, for every rule of the response.
+    rule_labels: HashMap<u64, String>,
 }
 
-struct NewFile {
-    key: u64,
-    zone: DangerZone,
-    /// (hash of the raw rule, cleaned rule label value)
-    rules: Vec<(u64, String)>,
-}
-
-fn prepare(downloads: &[Download], limits: &Limits) -> Prepared {
+/// Counts, cleans and caps one response. Linear in the records and their values: each file
+/// keeps at most `max_label_values` distinct rules and detections (the rest as one
+/// [`OTHER`]), and at most `max_file_info_series` files get an info series, Red first.
+fn prepare(decoded: &Decoded, limits: &Limits) -> Prepared {
     let max = limits.max_label_length;
+    let per_file = limits.max_label_values;
     let mut snapshot = Snapshot::default();
     let mut yara: HashMap<String, u64> = HashMap::new();
     let mut detections: HashMap<String, u64> = HashMap::new();
-    let mut seen = HashMap::with_capacity(downloads.len());
-    let mut new_files = Vec::with_capacity(downloads.len());
-    for file in downloads {
+    let mut seen: HashMap<u64, SeenFile> = HashMap::with_capacity(decoded.files.len());
+    let mut rule_labels: HashMap<u64, String> = HashMap::new();
+    let mut labels_of_file: Vec<String> = Vec::new();
+    for file in &decoded.files {
         snapshot.zones[file.zone.index()] += 1;
         snapshot.bytes = snapshot.bytes.saturating_add(file.size);
         snapshot.https += u64::from(file.is_https);
-        let mut rules: Vec<(u64, String)> = Vec::new();
-        for rule in &file.yara_rules {
-            let hash = hash_of(rule);
-            if rules.iter().any(|(h, _)| *h == hash) {
-                continue;
+        let entry = seen.entry(file_key(file)).or_insert(SeenFile {
+            zone: file.zone,
+            rules: Vec::new(),
+        });
+        entry.zone = file.zone;
+        // Distinct rules of this record (the decoder already removed exact duplicates).
+        for (i, rule) in file.yara_rules.iter().enumerate() {
+            let name = if i < per_file { rule.as_str() } else { OTHER };
+            let hash = hash_of(name);
+            let label = rule_labels
+                .entry(hash)
+                .or_insert_with(|| labels::clean(name, max));
+            entry.rules.push(hash);
+            labels_of_file.push(label.clone());
+            if i >= per_file {
+                break;
             }
-            let label = labels::clean(rule, max);
-            *yara.entry(label.clone()).or_default() += 1;
-            rules.push((hash, label));
+        }
+        // Two raw names can clean to one label: count the file once per label.
+        labels_of_file.sort_unstable();
+        labels_of_file.dedup();
+        for label in labels_of_file.drain(..) {
+            *yara.entry(label).or_default() += 1;
         }
         let mut file_detections: Vec<String> = file
             .detection_names
             .iter()
+            .take(per_file)
             .map(|d| labels::clean(d, max))
             .collect();
+        if file.detection_names.len() > per_file {
+            file_detections.push(OTHER.to_string());
+        }
         file_detections.sort_unstable();
         file_detections.dedup();
         for d in file_detections {
@@ -515,29 +566,29 @@ fn prepare(downloads: &[Download], limits: &Limits) -> Prepared {
                 file_type: labels::clean(&file.file_type, max),
             });
         }
-        let key = file_key(file);
-        new_files.push(NewFile {
-            key,
-            zone: file.zone,
-            rules: rules.clone(),
-        });
-        let entry = seen.entry(key).or_insert(SeenFile {
-            zone: file.zone,
-            rules: Vec::new(),
-        });
-        entry.zone = file.zone;
-        entry.rules.extend(rules.into_iter().map(|(h, _)| h));
     }
+    for file in seen.values_mut() {
+        file.rules.sort_unstable();
+        file.rules.dedup();
+    }
+    for (zone, cut) in decoded.report.cut_zones.iter().enumerate() {
+        snapshot.zones[zone] += cut;
+    }
+    snapshot.skipped_records = decoded.report.skipped_total();
     snapshot.yara = cap_values(yara, limits.max_label_values);
     snapshot.detections = cap_values(detections, limits.max_label_values);
     snapshot
         .files
         .sort_by(|a, b| (a.zone, &a.sha256, &a.name).cmp(&(b.zone, &b.sha256, &b.name)));
     snapshot.files.dedup();
+    if snapshot.files.len() > limits.max_file_info_series {
+        snapshot.files_dropped = (snapshot.files.len() - limits.max_file_info_series) as u64;
+        snapshot.files.truncate(limits.max_file_info_series);
+    }
     Prepared {
         snapshot,
         seen,
-        new_files,
+        rule_labels,
     }
 }
 
@@ -559,8 +610,10 @@ fn cap_values(values: HashMap<String, u64>, max: usize) -> Vec<(String, u64)> {
 }
 
 /// A file's identity within its task: its SHA-256, or its name and size when the hash is empty.
+/// Keyed per process, so a file name chosen by malware cannot be made to collide with another
+/// file's identity and pass as already counted.
 fn file_key(file: &Download) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = hasher().build_hasher();
     if file.sha256.is_empty() {
         1u8.hash(&mut h);
         file.name.hash(&mut h);
@@ -573,9 +626,12 @@ fn file_key(file: &Download) -> u64 {
 }
 
 fn hash_of(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+    hasher().hash_one(s)
+}
+
+fn hasher() -> &'static RandomState {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new)
 }
 
 #[cfg(test)]
@@ -601,6 +657,7 @@ mod tests {
             max_label_length: 128,
             max_label_values: 100,
             file_info_zones,
+            ..Limits::default()
         }
     }
 
@@ -635,7 +692,10 @@ mod tests {
     fn with_body(id: &str, files: Vec<Download>, body: &[u8]) -> PollReport {
         PollReport {
             result: Ok(Downloads::Changed {
-                files,
+                decoded: Decoded {
+                    files,
+                    report: Default::default(),
+                },
                 digest: Some(BodyDigest::of(body)),
             }),
             ..ok(id, Vec::new())
@@ -831,7 +891,7 @@ mod tests {
     }
 
     #[test]
-    fn a_task_with_ten_thousand_rules_stays_within_the_cap() {
+    fn a_file_with_ten_thousand_rules_keeps_the_cap_and_sums_the_rest_under_other() {
         let s = state(&[T1]);
         let rules: Vec<String> = (0..10_000).map(|i| format!("r{i}")).collect();
         let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
@@ -839,8 +899,10 @@ mod tests {
         let view = s.read();
         let (_, t) = view.tasks().next().unwrap();
         let snap = t.snapshot.as_ref().unwrap();
-        assert_eq!(snap.yara.len(), 101);
-        assert_eq!(snap.yara.iter().map(|(_, n)| n).sum::<u64>(), 10_000);
+        // 100 rules and `__other__` for the rest, each matched by the one file.
+        assert!(snap.yara.len() <= 101);
+        assert_eq!(snap.yara.iter().map(|(_, n)| n).sum::<u64>(), 101);
+        assert!(snap.yara.iter().any(|(rule, _)| rule == OTHER));
     }
 
     #[test]
@@ -870,5 +932,60 @@ mod tests {
         let files = &t.snapshot.as_ref().unwrap().files;
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].sha256, "aa");
+    }
+
+    fn snapshot_of(s: &State) -> Arc<Snapshot> {
+        let view = s.read();
+        let (_, t) = view.tasks().next().unwrap();
+        Arc::clone(t.snapshot.as_ref().unwrap())
+    }
+
+    #[test]
+    fn info_series_beyond_the_per_task_cap_are_dropped_and_counted_while_zone_counts_stay_exact() {
+        let s = state(&[T1]);
+        let files: Vec<Download> = (0..150)
+            .map(|i| file(&format!("{i:03}"), DangerZone::Red, &[]))
+            .collect();
+        s.apply(ok(T1, files));
+        let snap = snapshot_of(&s);
+        assert_eq!(snap.files.len(), 100);
+        assert_eq!(snap.files_dropped, 50);
+        assert_eq!(snap.zones[DangerZone::Red.index()], 150);
+    }
+
+    #[test]
+    fn a_file_listed_twice_in_one_body_counts_once() {
+        let s = state(&[T1]);
+        s.apply(ok(T1, vec![]));
+        let twice = vec![
+            file("aa", DangerZone::Red, &["r1"]),
+            file("aa", DangerZone::Red, &["r1"]),
+        ];
+        let applied = s.apply(ok(T1, twice));
+        assert_eq!(applied.activity.downloads, [DangerZone::Red]);
+        assert_eq!(applied.activity.yara_hits, ["r1"]);
+    }
+
+    #[test]
+    fn records_cut_by_the_decoder_still_count_in_the_zones_and_skips_are_kept() {
+        let s = state(&[T1]);
+        let mut decoded = Decoded {
+            files: vec![file("aa", DangerZone::Red, &[])],
+            report: Default::default(),
+        };
+        decoded.report.cut_zones[DangerZone::Green.index()] = 7;
+        decoded.report.skipped[crate::sandbox::decode::SkipReason::OverLimit.index()] = 7;
+        decoded.report.skipped[crate::sandbox::decode::SkipReason::Unreadable.index()] = 1;
+        s.apply(PollReport {
+            result: Ok(Downloads::Changed {
+                decoded,
+                digest: None,
+            }),
+            ..ok(T1, Vec::new())
+        });
+        let snap = snapshot_of(&s);
+        assert_eq!(snap.zones[DangerZone::Green.index()], 7);
+        assert_eq!(snap.zones[DangerZone::Red.index()], 1);
+        assert_eq!(snap.skipped_records, 8);
     }
 }

@@ -77,6 +77,9 @@ pub struct SandboxConfig {
     pub timeout: Duration,
     /// Larger bodies are refused; at least 1 KiB, at most 1 GiB.
     pub max_response_bytes: u64,
+    /// Records decoded per response at most; 1 to a million. Beyond it the least dangerous
+    /// zones are cut first, and the cut is counted.
+    pub max_records: usize,
 }
 
 /// When and how hard the sandbox is polled.
@@ -169,6 +172,10 @@ pub struct MetricsConfig {
     pub max_label_length: usize,
     /// Most distinct values per label taken from the sandbox; 1 to 10000.
     pub max_label_values: usize,
+    /// `krs_download_info` series per task at most; 0 to 100000.
+    pub max_file_info_series: usize,
+    /// `krs_download_info` series in one scrape at most, all tasks together; 0 to a million.
+    pub max_file_info_series_total: usize,
 }
 
 /// Why a configuration could not be loaded.
@@ -310,6 +317,8 @@ impl Default for MetricsConfig {
             file_info_zones: vec![DangerZone::Red],
             max_label_length: 128,
             max_label_values: 100,
+            max_file_info_series: 100,
+            max_file_info_series_total: 10_000,
         }
     }
 }

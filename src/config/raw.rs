@@ -49,6 +49,7 @@ pub(super) struct RawSandbox {
     /// Durations stay text here; `validate` parses them.
     pub timeout: Field<String>,
     pub max_response_bytes: Field<u64>,
+    pub max_records: Field<u64>,
 }
 
 #[derive(Debug)]
@@ -91,6 +92,8 @@ pub(super) struct RawMetrics {
     pub file_info_zones: Field<Vec<Field<String>>>,
     pub max_label_length: Field<u64>,
     pub max_label_values: Field<u64>,
+    pub max_file_info_series: Field<u64>,
+    pub max_file_info_series_total: Field<u64>,
 }
 
 /// Walks the parsed document, expanding `${VAR}` with `env` and reporting structural problems.
@@ -116,6 +119,7 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
                 insecure_skip_verify: r.boolean(&s, "insecure_skip_verify"),
                 timeout: r.duration(&s, "timeout"),
                 max_response_bytes: r.unsigned(&s, "max_response_bytes"),
+                max_records: r.unsigned(&s, "max_records"),
             })
         }
     };
@@ -141,6 +145,8 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
         file_info_zones: r.zones(&m),
         max_label_length: r.unsigned(&m, "max_label_length"),
         max_label_values: r.unsigned(&m, "max_label_values"),
+        max_file_info_series: r.unsigned(&m, "max_file_info_series"),
+        max_file_info_series_total: r.unsigned(&m, "max_file_info_series_total"),
     };
 
     RawConfig {
@@ -174,6 +180,7 @@ const SANDBOX_KEYS: &[&str] = &[
     "insecure_skip_verify",
     "timeout",
     "max_response_bytes",
+    "max_records",
 ];
 const POLLING_KEYS: &[&str] = &["interval", "concurrency", "retry"];
 const RETRY_KEYS: &[&str] = &[
@@ -184,7 +191,13 @@ const RETRY_KEYS: &[&str] = &[
     "max_elapsed_time",
 ];
 const TASK_KEYS: &[&str] = &["id", "name", "labels"];
-const METRICS_KEYS: &[&str] = &["file_info_zones", "max_label_length", "max_label_values"];
+const METRICS_KEYS: &[&str] = &[
+    "file_info_zones",
+    "max_label_length",
+    "max_label_values",
+    "max_file_info_series",
+    "max_file_info_series_total",
+];
 
 impl Reader<'_> {
     fn tasks(&mut self, top: &Section<'_>) -> Vec<RawTask> {
@@ -352,14 +365,14 @@ mod tests {
              polling, tasks, metrics",
             "sandbox.passwrd: unknown key `passwrd` (did you mean `password`?); expected one of \
              url, username, password, password_file, ca_file, insecure_skip_verify, timeout, \
-             max_response_bytes",
+             max_response_bytes, max_records",
             "polling.retry.multiplyer: unknown key `multiplyer` (did you mean `multiplier`?); \
              expected one of initial_interval, max_interval, multiplier, randomization_factor, \
              max_elapsed_time",
             "tasks[0].lables: unknown key `lables` (did you mean `labels`?); expected one of id, \
              name, labels",
             "metrics.zones: unknown key `zones`; expected one of file_info_zones, \
-             max_label_length, max_label_values",
+             max_label_length, max_label_values, max_file_info_series, max_file_info_series_total",
         ]
     );
     }

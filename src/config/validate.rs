@@ -27,6 +27,8 @@ const CONCURRENCY: (u64, u64) = (1, 1024);
 const MULTIPLIER: (f64, f64) = (1.0, 100.0);
 const LABEL_LENGTH: (u64, u64) = (1, 4096);
 const LABEL_VALUES: (u64, u64) = (1, 10_000);
+const FILE_INFO_SERIES: (u64, u64) = (0, 100_000);
+const FILE_INFO_SERIES_TOTAL: (u64, u64) = (0, 1_000_000);
 
 /// Validates `raw`, read from `source`. Returns the config only when no problem was found
 /// (including the ones `raw` reported before).
@@ -171,8 +173,22 @@ fn metrics(raw: &RawMetrics, problems: &mut Problems) -> Option<MetricsConfig> {
         defaults.max_label_values as u64,
         LABEL_VALUES,
     );
+    let per_task = unsigned(
+        problems,
+        &raw.max_file_info_series,
+        defaults.max_file_info_series as u64,
+        FILE_INFO_SERIES,
+    );
+    let total = unsigned(
+        problems,
+        &raw.max_file_info_series_total,
+        defaults.max_file_info_series_total as u64,
+        FILE_INFO_SERIES_TOTAL,
+    );
     Some(MetricsConfig {
         file_info_zones: zones?,
+        max_file_info_series: usize::try_from(per_task?).ok()?,
+        max_file_info_series_total: usize::try_from(total?).ok()?,
         // Both bounded to 10000 above, so they fit any usize.
         max_label_length: usize::try_from(length?).ok()?,
         max_label_values: usize::try_from(values?).ok()?,

@@ -20,7 +20,8 @@ use prometheus::{
 };
 
 use crate::labels::OTHER;
-use crate::sandbox::{Attempt, AttemptError, FailureReason};
+use crate::sandbox::decode::{RepairKind, SkipReason};
+use crate::sandbox::{Attempt, AttemptError, Downloads, FailureReason};
 use crate::shard::Shard;
 use crate::state::{NewActivity, Parts, Snapshot, State, TaskRow};
 use crate::zone::DangerZone;
@@ -47,6 +48,8 @@ pub struct Metrics {
     poll_panics: IntCounter,
     downloads: IntCounterVec,
     yara_hits: IntCounterVec,
+    skipped_records: IntCounterVec,
+    repaired_values: IntCounterVec,
     reload_ok: IntGauge,
     reload_ok_time: Gauge,
     /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
@@ -90,8 +93,24 @@ impl Metrics {
             "Newly observed (file, YARA rule) matches, by rule.",
             &["rule"],
         );
+        let skipped_records = counter_vec(
+            "krs_api_skipped_records_total",
+            "Records of decoded responses that were not exported, by reason (each distinct body counted once).",
+            &["reason"],
+        );
+        let repaired_values = counter_vec(
+            "krs_api_repaired_values_total",
+            "Values of decoded responses mended to keep their record: bad UTF-8 or escapes, numbers no float holds.",
+            &["reason"],
+        );
         for reason in FailureReason::ALL {
             api_failures.with_label_values(&[reason.as_str()]);
+        }
+        for reason in SkipReason::ALL {
+            skipped_records.with_label_values(&[reason.as_str()]);
+        }
+        for kind in RepairKind::ALL {
+            repaired_values.with_label_values(&[kind.as_str()]);
         }
         for zone in DangerZone::DOCUMENTED {
             downloads.with_label_values(&[zone.as_str()]);
@@ -204,6 +223,8 @@ impl Metrics {
             poll_panics,
             downloads,
             yara_hits,
+            skipped_records,
+            repaired_values,
             reload_ok,
             reload_ok_time,
             error_codes: Mutex::new(HashSet::new()),
@@ -230,6 +251,25 @@ impl Metrics {
             }
             let healthy = !matches!(status, 401 | 403 | 500..=599);
             self.api_up.set(i64::from(healthy));
+        }
+        if let Ok(Downloads::Changed { decoded, .. }) = &attempt.result {
+            let report = &decoded.report;
+            for reason in SkipReason::ALL {
+                let n = report.skipped[reason.index()];
+                if n > 0 {
+                    self.skipped_records
+                        .with_label_values(&[reason.as_str()])
+                        .inc_by(n);
+                }
+            }
+            for kind in RepairKind::ALL {
+                let n = report.repaired[kind.index()];
+                if n > 0 {
+                    self.repaired_values
+                        .with_label_values(&[kind.as_str()])
+                        .inc_by(n);
+                }
+            }
         }
         if let Err(AttemptError::Transport { reason, .. }) = &attempt.result {
             self.api_failures
@@ -425,25 +465,62 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State) {
 
     // The families drawn from a snapshot change only when a poll brings a different body, so
     // each snapshot's lines are written once and copied by every later scrape.
-    let parts: Vec<&Parts> = view
+    let parts: Vec<(&Parts, &Snapshot)> = view
         .tasks()
         .filter_map(|(spec, t)| {
-            let snap = t.snapshot.as_ref()?;
-            Some(
-                snap.rendered
-                    .get_or_init(|| snapshot_parts(spec.id.as_str(), snap)),
-            )
+            let snap = t.snapshot.as_deref()?;
+            let parts = snap
+                .rendered
+                .get_or_init(|| snapshot_parts(spec.id.as_str(), snap));
+            Some((parts, snap))
         })
         .collect();
+    // Info series of the whole scrape are capped too: the first tasks of the watch list keep
+    // theirs, the rest are counted in `krs_download_info_dropped_series`.
+    let mut room = watch.limits.max_file_info_series_total;
+    let mut dropped = 0u64;
     for (i, (name, help)) in SNAPSHOT_FAMILIES.iter().enumerate() {
         header(out.text(), name, "gauge", help);
-        for p in &parts {
-            out.text().push_str(p.get(i));
+        for (p, snap) in &parts {
+            let text = p.get(i);
+            if i == INFO_FAMILY {
+                dropped += snap.files_dropped;
+                let lines = snap.files.len();
+                if lines > room {
+                    dropped += (lines - room) as u64;
+                    out.text().push_str(first_lines(text, room));
+                    room = 0;
+                } else {
+                    room -= lines;
+                    out.text().push_str(text);
+                }
+            } else {
+                out.text().push_str(text);
+            }
             if !out.boundary() {
                 return;
             }
         }
     }
+    header(
+        out.text(),
+        "krs_download_info_dropped_series",
+        "gauge",
+        "Files in the configured zones left without a krs_download_info series by the per-task or fleet cap.",
+    );
+    sample(out.text(), "krs_download_info_dropped_series", &[], dropped);
+}
+
+/// The first `n` lines of `text` (each ending in a newline).
+fn first_lines(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    let end = text
+        .match_indices('\n')
+        .nth(n - 1)
+        .map_or(text.len(), |(i, _)| i + 1);
+    &text[..end]
 }
 
 /// One gauge family of the polled tasks, one sample per task for which `value` has one;
@@ -467,8 +544,11 @@ fn poll_family<V: exposition::Value>(
     true
 }
 
+/// Position of `krs_download_info` in [`SNAPSHOT_FAMILIES`].
+const INFO_FAMILY: usize = 5;
+
 /// The families rendered from a task's [`Snapshot`], in exposition order: (name, help).
-const SNAPSHOT_FAMILIES: [(&str, &str); 6] = [
+const SNAPSHOT_FAMILIES: [(&str, &str); 8] = [
     (
         "krs_task_downloads",
         "Files the task downloaded, by danger zone, from the latest successful poll.",
@@ -493,6 +573,14 @@ const SNAPSHOT_FAMILIES: [(&str, &str); 6] = [
         "krs_download_info",
         "One series per downloaded file in the configured zones (always 1).",
     ),
+    (
+        "krs_task_skipped_records",
+        "Records of the task's latest decoded response that were not exported.",
+    ),
+    (
+        "krs_task_download_info_dropped",
+        "Files of the task in the configured zones without a krs_download_info series (per-task cap).",
+    ),
 ];
 
 /// One task's lines of each of [`SNAPSHOT_FAMILIES`], in that order.
@@ -500,7 +588,8 @@ fn snapshot_parts(id: &str, snap: &Snapshot) -> Parts {
     let mut out = String::with_capacity(1024);
     let mut ends = Vec::with_capacity(SNAPSHOT_FAMILIES.len());
     let mut end = |out: &String| ends.push(u32::try_from(out.len()).unwrap_or(u32::MAX));
-    let [downloads, bytes, https, yara, detections, info] = SNAPSHOT_FAMILIES.map(|(name, _)| name);
+    let [downloads, bytes, https, yara, detections, info, skipped, info_dropped] =
+        SNAPSHOT_FAMILIES.map(|(name, _)| name);
     for zone in DangerZone::ALL {
         let n = snap.zones[zone.index()];
         if n > 0 || zone != DangerZone::Unknown {
@@ -544,6 +633,15 @@ fn snapshot_parts(id: &str, snap: &Snapshot) -> Parts {
             1u64,
         );
     }
+    end(&out);
+    sample(&mut out, skipped, &[("task_id", id)], snap.skipped_records);
+    end(&out);
+    sample(
+        &mut out,
+        info_dropped,
+        &[("task_id", id)],
+        snap.files_dropped,
+    );
     end(&out);
     Parts::new(out, ends)
 }
@@ -712,7 +810,7 @@ mod tests {
                     labels: TaskLabels::from([("team".to_string(), "s\\oc".to_string())]),
                 }].into(),
                 label_keys: vec!["team".into()],
-                limits: Limits { max_label_length: 64, max_label_values: 3, file_info_zones },
+                limits: Limits { max_label_length: 64, max_label_values: 3, file_info_zones, ..Limits::default() },
             });
             for files in [baseline, later] {
                 state.apply(PollReport {
@@ -763,6 +861,7 @@ mod tests {
                 max_label_length: 64,
                 max_label_values: 100,
                 file_info_zones: [true; 6],
+                ..Limits::default()
             },
         });
         for spec in &tasks {
@@ -826,6 +925,7 @@ mod tests {
                 max_label_length: 64,
                 max_label_values: 100,
                 file_info_zones: [true; 6],
+                ..Limits::default()
             },
         });
         let red = |sha: &str| Download {
@@ -899,6 +999,7 @@ mod tests {
                 max_label_length: 64,
                 max_label_values: 100,
                 file_info_zones: [true; 6],
+                ..Limits::default()
             },
         });
         let metrics = Metrics::new(Shard::ALL);
@@ -938,5 +1039,54 @@ mod tests {
             5
         );
         assert!(!text.lines().any(|l| l.starts_with("forged")));
+    }
+
+    #[test]
+    fn info_series_past_the_fleet_cap_are_left_out_and_counted() {
+        const OTHER_TASK: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+        let spec = |id: &str| TaskSpec {
+            id: TaskId::parse(id).expect("valid id"),
+            name: String::new(),
+            labels: TaskLabels::default(),
+        };
+        let state = State::new(WatchList {
+            tasks: vec![spec(TASK), spec(OTHER_TASK)].into(),
+            label_keys: Vec::new(),
+            limits: Limits {
+                max_file_info_series: 2,
+                max_file_info_series_total: 3,
+                ..Limits::default()
+            },
+        });
+        let red = |sha: &str| Download {
+            zone: DangerZone::Red,
+            sha256: sha.into(),
+            ..Download::default()
+        };
+        for id in [TASK, OTHER_TASK] {
+            state.apply(PollReport {
+                task: TaskId::parse(id).expect("valid id"),
+                finished: UNIX_EPOCH + Duration::from_millis(1_764_135_791_250),
+                status: 200,
+                result: Ok(vec![red("aa"), red("bb"), red("cc")].into()),
+            });
+        }
+        let text = tasks_text(&state);
+        let info = text
+            .lines()
+            .filter(|l| l.starts_with("krs_download_info{"))
+            .count();
+        assert_eq!(info, 3);
+        // One file per task over the per-task cap of 2, one more over the fleet cap of 3.
+        assert!(
+            text.contains("\nkrs_download_info_dropped_series 3\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "krs_task_download_info_dropped{{task_id=\"{TASK}\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "krs_task_downloads{{task_id=\"{TASK}\",danger_zone=\"Red\"}} 3\n"
+        )));
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use thiserror::Error;
 
+use crate::blocking;
 use crate::config::{self, SandboxConfig, TaskId};
 use crate::sandbox::classify::{self, ApiFailure};
 use crate::sandbox::decode::{self, ApiError, DecodeError};
@@ -230,17 +231,20 @@ impl SandboxClient {
         };
         let result = match (status, body) {
             (200, Ok(bytes)) => {
-                let digest = BodyDigest::of(&bytes);
-                if known == Some(digest) {
-                    Ok(Downloads::Unchanged(digest))
-                } else {
-                    decode::decode_downloads(&bytes)
-                        .map(|files| Downloads::Changed {
-                            files,
+                let max_records = self.config.max_records;
+                blocking::run(move || {
+                    let digest = BodyDigest::of(&bytes);
+                    if known == Some(digest) {
+                        return Ok(Downloads::Unchanged(digest));
+                    }
+                    decode::decode_downloads(&bytes, max_records)
+                        .map(|decoded| Downloads::Changed {
+                            decoded,
                             digest: Some(digest),
                         })
                         .map_err(decode_error)
-                }
+                })
+                .await
             }
             (200, Err(e)) => Err(e),
             (_, body) => {

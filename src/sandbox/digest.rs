@@ -8,6 +8,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
+use super::decode::Decoded;
 use super::Download;
 
 /// A keyed 64-bit hash of a response body, comparable only within one process.
@@ -27,7 +28,7 @@ pub enum Downloads {
     /// A body different from the one the caller already had, decoded. The digest is `None`
     /// for records that did not come from a body (tests, benchmarks).
     Changed {
-        files: Vec<Download>,
+        decoded: Decoded,
         digest: Option<BodyDigest>,
     },
     /// Byte for byte the body the caller already had: not decoded again.
@@ -38,7 +39,7 @@ impl Downloads {
     /// The number of records, when they were decoded.
     pub fn files(&self) -> Option<usize> {
         match self {
-            Downloads::Changed { files, .. } => Some(files.len()),
+            Downloads::Changed { decoded, .. } => Some(decoded.files.len()),
             Downloads::Unchanged(_) => None,
         }
     }
@@ -47,7 +48,10 @@ impl Downloads {
 impl From<Vec<Download>> for Downloads {
     fn from(files: Vec<Download>) -> Self {
         Downloads::Changed {
-            files,
+            decoded: Decoded {
+                files,
+                report: Default::default(),
+            },
             digest: None,
         }
     }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::blocking;
 use crate::config::{Config, TaskId};
 use crate::metrics::Metrics;
 use crate::sandbox::{Downloads, SandboxClient};
@@ -100,7 +101,8 @@ pub async fn run(
                 spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, guard_shutdown, async move {
                     let known = state.digest(&task);
                     if let Some(end) = poll::poll(&ctx, &task, known, permit, &shutdown).await {
-                        finish(end, &state, &metrics);
+                        // Digesting a large response is CPU work: off the async workers.
+                        blocking::run(move || finish(end, &state, &metrics)).await;
                     }
                 });
             }
@@ -354,6 +356,7 @@ mod tests {
                 max_label_length: 128,
                 max_label_values: 100,
                 file_info_zones: [false; 6],
+                ..crate::state::Limits::default()
             },
         });
         assert!(metrics

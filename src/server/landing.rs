@@ -124,6 +124,20 @@ fn render(routes: &Page) -> String {
                     escape(&file.sha256)
                 );
             }
+            if snap.files_dropped > 0 {
+                let _ = write!(
+                    page,
+                    "{} more without an info series (cap)<br>",
+                    snap.files_dropped
+                );
+            }
+            if snap.skipped_records > 0 {
+                let _ = write!(
+                    page,
+                    "<strong>{} records skipped</strong> (unreadable or over the cap)<br>",
+                    snap.skipped_records
+                );
+            }
         }
         let _ = writeln!(
             page,

@@ -1,6 +1,6 @@
 //! Every response shape and spelling the sandbox may use ends up as the same metrics.
 
-use krs_exporter::simulator::{KeyCase, Shape, SimFile, SimTask};
+use krs_exporter::simulator::{Fault, KeyCase, Shape, SimFile, SimTask};
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox};
 
@@ -197,13 +197,13 @@ async fn a_body_identical_to_the_known_one_is_reported_unchanged_and_any_change_
     };
 
     let Downloads::Changed {
-        files: first,
+        decoded: first,
         digest: Some(digest),
     } = fetch(None).await
     else {
         panic!("the first answer is decoded and digested");
     };
-    assert_eq!(first.len(), 2);
+    assert_eq!(first.files.len(), 2);
     assert!(matches!(fetch(Some(digest)).await, Downloads::Unchanged(d) if d == digest));
 
     sandbox
@@ -211,12 +211,61 @@ async fn a_body_identical_to_the_known_one_is_reported_unchanged_and_any_change_
         .add_file(&id(1), SimFile::new("second-stage.dll", "Red"));
     match fetch(Some(digest)).await {
         Downloads::Changed {
-            files,
+            decoded,
             digest: Some(changed),
         } => {
-            assert_eq!(files.len(), 3);
+            assert_eq!(decoded.files.len(), 3);
             assert_ne!(changed, digest);
         }
         other => panic!("a changed body must be decoded, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_red_file_beside_records_a_strict_parser_refuses_still_pages() {
+    within(async {
+        let t = id(6);
+        let body = r#"{"Errors":[],"Meta":[{"Page":1}],"Downloads":[
+            {"Zone":"Green","Name":"x\ud800y.txt"},
+            {"Zone":"Green","Size":1e400},
+            {"Zone":"Green","Size":NaN},
+            "not a record",
+            {"Zone":"Green" "Name":"broken"},
+            {"Zone":"Red","Sha256":"5eed","Name":"dropper.exe","TriggeredYaraRules":["Loader"]}
+        ]}"#;
+        let task = SimTask::new(&t)
+            .fault(Fault::body_text(body))
+            .faults_repeat(true);
+        let sandbox = Sandbox::start(vec![task]).await;
+        let exporter = Exporter::start(&ConfigYaml::new(&sandbox.url(), &[&t]).render()).await;
+        let s = exporter
+            .scrape_until("a successful poll", |s| {
+                s.value("krs_task_up", &[("task_id", &t)]) == Some(1.0)
+            })
+            .await;
+        assert_eq!(
+            s.value(
+                "krs_download_info",
+                &[
+                    ("task_id", &t),
+                    ("sha256", "5eed"),
+                    ("file_name", "dropper.exe")
+                ]
+            ),
+            Some(1.0)
+        );
+        let zone = |z: &str| s.value("krs_task_downloads", &[("task_id", &t), ("danger_zone", z)]);
+        assert_eq!((zone("Red"), zone("Green")), (Some(1.0), Some(3.0)));
+        assert_eq!(
+            s.value("krs_task_skipped_records", &[("task_id", &t)]),
+            Some(2.0)
+        );
+        let skipped = |r: &str| s.value("krs_api_skipped_records_total", &[("reason", r)]);
+        assert_eq!(skipped("not_an_object"), Some(1.0));
+        assert_eq!(skipped("unreadable"), Some(1.0));
+        let repaired = |r: &str| s.value("krs_api_repaired_values_total", &[("reason", r)]);
+        assert_eq!(repaired("invalid_escape"), Some(1.0));
+        assert_eq!(repaired("invalid_number"), Some(2.0));
+    })
+    .await;
 }

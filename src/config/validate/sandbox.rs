@@ -16,6 +16,8 @@ use crate::secret::Secret;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_RESPONSE_BYTES: (u64, u64) = (1024, 1024 * 1024 * 1024);
+const DEFAULT_MAX_RECORDS: u64 = 10_000;
+const MAX_RECORDS: (u64, u64) = (1, 1_000_000);
 /// A password file is one line; anything larger is the wrong file.
 const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
 const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -101,6 +103,7 @@ fn sandbox_config(
         DEFAULT_MAX_RESPONSE_BYTES,
         MAX_RESPONSE_BYTES,
     );
+    let max_records = unsigned(problems, &raw.max_records, DEFAULT_MAX_RECORDS, MAX_RECORDS);
     if !raw.ca_file.is_absent() && ca_file.is_none() {
         return None;
     }
@@ -113,6 +116,8 @@ fn sandbox_config(
         insecure_skip_verify: insecure_skip_verify?,
         timeout: timeout?,
         max_response_bytes: max_response_bytes?,
+        // Bounded to a million above, so it fits any usize.
+        max_records: usize::try_from(max_records?).ok()?,
     })
 }
 

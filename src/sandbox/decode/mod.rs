@@ -1,28 +1,46 @@
 //! Decoding of the sandbox's JSON bodies: a task's downloaded-file records and error bodies.
 //!
-//! The vendor documents neither body precisely (see `spec/sandbox-api.md`), so decoding is
-//! liberal about shape and field types and strict about two things only: the body is UTF-8 JSON,
-//! and it has one of the shapes below. Nothing here panics on any input, nothing recurses deeper
-//! than serde_json's nesting limit (128), and no error message quotes the body: file names and
-//! verdicts are chosen by malware.
+//! The vendor documents neither body precisely, so decoding is liberal about shape and field
+//! types. The file names in a body are chosen by the malware being detonated, so the decoder's
+//! first rule is that **one record never hides another**: a body is decoded record by record
+//! ([`scan`] finds each element without building a document), a record the decoder cannot
+//! understand is skipped and counted, and every other record is exported. Nothing here panics on
+//! any input or recurses on the body's nesting, work is linear in the body, and no error message
+//! quotes the body.
 //!
 //! # Downloads bodies
-//! A leading UTF-8 BOM is skipped first.
+//! A leading UTF-8 BOM is skipped first. Only a body whose structure around the records (the
+//! brackets, commas and keys that hold them) is not JSON, or that holds no records array, is an
+//! error ([`DecodeError`]); what happens inside one record concerns that record only.
 //!
 //! | body | result |
 //! |---|---|
 //! | empty or JSON whitespace only, `null`, `{}` | no files |
-//! | an array | its elements are the records; `null` elements are skipped, any other non-object element is a shape error |
+//! | an array | its elements are the records; `null` elements are skipped; any other non-object element is skipped and counted ([`SkipReason::NotAnObject`]) |
 //! | an object with at least one record key (`Zone`, `Md5`, …, any case, any value) | that one record; its other keys are ignored, arrays included |
-//! | an object with no record key | a wrapper: the first property whose value is an array of objects (nulls allowed, `[]` counts and means no files) holds the records; properties holding anything else are skipped |
+//! | an object with no record key | a wrapper: the first array (of its properties, or of objects nested in it up to 4 levels) whose elements carry a record key holds the records, so `{"Errors":[],"Meta":[{…}],"Downloads":[…]}` finds the downloads; failing that, an empty array means no files |
 //! | anything else: a scalar, or an object with neither record keys nor such an array | [`DecodeError::Shape`] |
+//!
+//! # One record
+//! Each element is parsed strictly first. If that fails it is repaired ([`repair`]) and parsed
+//! once more: bytes that are not UTF-8 and lone UTF-16 surrogate escapes (`"x\ud800y.txt"`,
+//! legal in NTFS names) become U+FFFD, raw control characters are escaped, and numbers no float
+//! holds (`1e400`, `NaN`, `Infinity`) become 0; each repair is counted ([`RepairKind`]). A record
+//! still unreadable (say, `{"Name" "x"}`) is skipped ([`SkipReason::Unreadable`]).
+//!
+//! At most `max_records` records are kept (`sandbox.max_records`). Past it, a record of a more
+//! dangerous zone replaces a kept one of the least dangerous zone, so a flood of junk records
+//! cannot push out a Red file; the records cut are counted ([`SkipReason::OverLimit`]) with their
+//! zones, which still count in the task's zone counts. Each list value (`DetectionNames`,
+//! `TriggeredYaraRules`) is kept once, at most [`MAX_LIST_VALUES`] distinct ones per record.
 //!
 //! # Record fields
 //! - Keys match ASCII case-insensitively; unknown keys are ignored.
 //! - A value that is `null`, missing or of an unusable type gives the field's default. For a key
 //!   that appears more than once (in any casing) the first usable value wins.
 //! - `Zone` goes through [`DangerZone::parse_lenient`]. Hashes are trimmed and ASCII-lowercased.
-//!   `Name` and `Type` are kept byte for byte: escaping is the renderers' job.
+//!   `Name` and `Type` are kept as received (after the repairs above): escaping is the
+//!   renderers' job.
 //! - `Size`: a non-negative integer, a numeric string (`"1024"`, surrounding whitespace allowed)
 //!   or an integral float (`1024.0`, `"1e3"`); negative, fractional, non-finite, beyond `u64` or
 //!   otherwise garbage gives 0.
@@ -38,12 +56,19 @@
 //! `{"code": 29, "message": "bad task id", "meta": "..."}`: see [`decode_api_error`].
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::error::Category;
 
+use crate::labels::OTHER;
 use crate::zone::DangerZone;
+pub use repair::RepairKind;
+
+mod repair;
+mod scan;
 
 /// One file that a detonated object downloaded, as the sandbox reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +119,68 @@ pub struct ApiError {
 /// The longest `ApiError` string kept, in characters; longer ones are cut at a char boundary.
 pub const MAX_API_TEXT_CHARS: usize = 1024;
 
+/// A decoded downloads body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// The records kept, in body order.
+    pub files: Vec<Download>,
+    pub report: DecodeReport,
+}
+
+/// What decoding a body had to leave out or mend. Indexed by [`SkipReason::index`] and
+/// [`RepairKind::index`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeReport {
+    pub skipped: [u64; SkipReason::ALL.len()],
+    pub repaired: [u64; RepairKind::ALL.len()],
+    /// Zones of the records cut by the record cap, by [`DangerZone::index`]: not in `files`,
+    /// but counted in the task's zone counts so that those stay exact.
+    pub cut_zones: [u64; 6],
+}
+
+/// Why a record was not exported (the `reason` label of `krs_api_skipped_records_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// An array element that is a string, number, boolean or array.
+    NotAnObject,
+    /// An object that stayed unreadable after repair (nesting beyond 128 levels, say).
+    Unreadable,
+    /// Beyond `sandbox.max_records`; the least dangerous zones are cut first.
+    OverLimit,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 3] = [
+        SkipReason::NotAnObject,
+        SkipReason::Unreadable,
+        SkipReason::OverLimit,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotAnObject => "not_an_object",
+            SkipReason::Unreadable => "unreadable",
+            SkipReason::OverLimit => "over_limit",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl DecodeReport {
+    /// Records left out, for every reason.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+}
+
+/// Most distinct values kept in one record's `DetectionNames` or `TriggeredYaraRules` (the
+/// largest `metrics.max_label_values`); further distinct values are kept as one
+/// [`crate::labels::OTHER`], so a 300k-rule record costs a hash per rule and no more memory.
+pub const MAX_LIST_VALUES: usize = 10_000;
+
 impl Default for Download {
     fn default() -> Self {
         Download {
@@ -111,25 +198,30 @@ impl Default for Download {
     }
 }
 
-/// Decodes the body of `GET tasks/{id}/downloads` into its records, in body order.
-pub fn decode_downloads(body: &[u8]) -> Result<Vec<Download>, DecodeError> {
-    let text = json_text(body)?;
-    if text
-        .bytes()
-        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        return Ok(Vec::new());
+/// Decodes the body of `GET tasks/{id}/downloads`: its records in body order (at most
+/// `max_records`, see [`Decoded`]) and what had to be skipped or repaired to read them.
+pub fn decode_downloads(body: &[u8], max_records: usize) -> Result<Decoded, DecodeError> {
+    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let syntax_error = |e: scan::SyntaxError| {
+        DecodeError::Json(format!(
+            "expected {} at byte {}",
+            e.expected,
+            e.at + (body.len() - text.len())
+        ))
+    };
+    let mut out = Collector::new(max_records);
+    match scan::locate(text).map_err(syntax_error)? {
+        scan::Located::Empty => {}
+        scan::Located::Shape(message) => return Err(DecodeError::Shape(message.to_owned())),
+        scan::Located::Record(record) => out.element(record),
+        scan::Located::Array(array) => {
+            for element in scan::elements(array) {
+                out.element(element.map_err(syntax_error)?);
+            }
+        }
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let body = Any(TopLevel).deserialize(&mut de).map_err(json_error)?;
-    de.end().map_err(json_error)?;
-    match body {
-        Body::Empty => Ok(Vec::new()),
-        Body::Records(records) => Ok(records),
-        Body::Shape(message) => Err(DecodeError::Shape(message)),
-    }
+    Ok(out.finish())
 }
-
 /// Decodes an error body. `None` unless the body is a JSON object with a usable `code` or
 /// `message` (keys in any case; a number, string or boolean is usable, an empty string is not).
 pub fn decode_api_error(body: &[u8]) -> Option<ApiError> {
@@ -140,11 +232,109 @@ pub fn decode_api_error(body: &[u8]) -> Option<ApiError> {
     (error.code.is_some() || error.message.is_some()).then_some(error)
 }
 
-/// What a downloads body turned out to be.
-enum Body {
-    Empty,
-    Records(Vec<Download>),
-    Shape(String),
+/// Decodes elements one at a time and keeps at most `max` records: past the cap, a record of
+/// a more dangerous zone replaces the latest kept record of the least dangerous zone, so junk
+/// records placed before a Red file cannot push it out.
+struct Collector {
+    max: usize,
+    /// (body position, record) per zone, by [`DangerZone::index`].
+    kept: [Vec<(usize, Download)>; 6],
+    len: usize,
+    seen: usize,
+    report: DecodeReport,
+}
+
+impl Collector {
+    fn new(max: usize) -> Self {
+        Collector {
+            max,
+            kept: Default::default(),
+            len: 0,
+            seen: 0,
+            report: DecodeReport::default(),
+        }
+    }
+
+    /// One element's exact bytes.
+    fn element(&mut self, bytes: &[u8]) {
+        match decode_record(bytes, &mut self.report.repaired) {
+            Ok(Some(record)) => self.keep(record),
+            Ok(None) => {}
+            Err(reason) => self.report.skipped[reason.index()] += 1,
+        }
+    }
+
+    fn keep(&mut self, record: Download) {
+        let position = self.seen;
+        self.seen += 1;
+        let zone = record.zone.index();
+        if self.len < self.max {
+            self.kept[zone].push((position, record));
+            self.len += 1;
+            return;
+        }
+        self.report.skipped[SkipReason::OverLimit.index()] += 1;
+        let least = (zone + 1..self.kept.len())
+            .rev()
+            .find(|&z| !self.kept[z].is_empty());
+        match least {
+            Some(least) => {
+                self.kept[least].pop();
+                self.report.cut_zones[least] += 1;
+                self.kept[zone].push((position, record));
+            }
+            None => self.report.cut_zones[zone] += 1,
+        }
+    }
+
+    fn finish(self) -> Decoded {
+        let mut files: Vec<(usize, Download)> = self.kept.into_iter().flatten().collect();
+        files.sort_unstable_by_key(|(position, _)| *position);
+        Decoded {
+            files: files.into_iter().map(|(_, record)| record).collect(),
+            report: self.report,
+        }
+    }
+}
+
+/// One element: a record, `None` for `null`, or why it was skipped. A record the strict
+/// parse refuses is repaired ([`repair`]) and parsed once more.
+fn decode_record(
+    bytes: &[u8],
+    repaired: &mut [u64; RepairKind::ALL.len()],
+) -> Result<Option<Download>, SkipReason> {
+    match bytes.first() {
+        Some(b'{') => {}
+        _ if bytes == b"null" => return Ok(None),
+        _ => return Err(SkipReason::NotAnObject),
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => {
+            repaired[RepairKind::InvalidUtf8.index()] += 1;
+            String::from_utf8_lossy(bytes)
+        }
+    };
+    if let Ok(record) = parse_record(&text) {
+        return Ok(Some(record));
+    }
+    let mut fixes = [0u64; RepairKind::ALL.len()];
+    let mended = repair::repair(&text, |kind| fixes[kind.index()] += 1);
+    let record = parse_record(&mended).map_err(|()| SkipReason::Unreadable)?;
+    for (total, n) in repaired.iter_mut().zip(fixes) {
+        *total += n;
+    }
+    Ok(Some(record))
+}
+
+fn parse_record(text: &str) -> Result<Download, ()> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let record = Any(Element).deserialize(&mut de).map_err(drop)?;
+    de.end().map_err(drop)?;
+    match record {
+        Ok(Some(record)) => Ok(record),
+        _ => Err(()),
+    }
 }
 
 /// A JSON value as seen by a field that wants a scalar; compounds have already been skipped.
@@ -407,106 +597,6 @@ impl<'de> Handler<'de> for Plain {
     }
 }
 
-/// The whole downloads body.
-struct TopLevel;
-
-impl<'de> Handler<'de> for TopLevel {
-    type Out = Body;
-
-    fn scalar(self, value: Scalar<'de>) -> Body {
-        match value {
-            Scalar::Null => Body::Empty,
-            other => Body::Shape(format!(
-                "the body is {}, not an array or object of records",
-                other.kind()
-            )),
-        }
-    }
-
-    fn seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Body, A::Error> {
-        Ok(match read_records(seq)? {
-            Ok(records) => Body::Records(records),
-            Err(bad) => Body::Shape(format!(
-                "element {} of the records array is {}, not an object",
-                bad.index, bad.kind
-            )),
-        })
-    }
-
-    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
-        let mut record = RecordBuilder::default();
-        let mut is_record = false;
-        let mut wrapped: Option<Vec<Download>> = None;
-        let mut is_empty = true;
-        while let Some(key) = map.next_key_seed(KeySeed(RECORD_KEYS))? {
-            is_empty = false;
-            match key {
-                Some(field) => {
-                    is_record = true;
-                    record.read(field, &mut map)?;
-                }
-                // Record keys win over a wrapper array, so once one is seen, arrays are skipped.
-                None if !is_record && wrapped.is_none() => {
-                    wrapped = map.next_value_seed(Any(WrappedRecords))?;
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(if is_record {
-            Body::Records(vec![record.finish()])
-        } else if let Some(records) = wrapped {
-            Body::Records(records)
-        } else if is_empty {
-            Body::Empty
-        } else {
-            Body::Shape("an object with no record keys and no array of records".to_owned())
-        })
-    }
-}
-
-/// A wrapper property's value: records if it is an array of objects, else `None`.
-struct WrappedRecords;
-
-impl<'de> Handler<'de> for WrappedRecords {
-    type Out = Option<Vec<Download>>;
-
-    fn scalar(self, _: Scalar<'de>) -> Self::Out {
-        None
-    }
-
-    fn seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Out, A::Error> {
-        Ok(read_records(seq)?.ok())
-    }
-}
-
-/// An element that is not an object (or null) where records were expected.
-struct BadElement {
-    index: usize,
-    kind: &'static str,
-}
-
-/// Reads an array of records; stops decoding at the first bad element but consumes the rest.
-fn read_records<'de, A: SeqAccess<'de>>(
-    mut seq: A,
-) -> Result<Result<Vec<Download>, BadElement>, A::Error> {
-    let mut records = Vec::new();
-    let mut index = 0;
-    while let Some(element) = seq.next_element_seed(Any(Element))? {
-        match element {
-            Ok(Some(record)) => records.push(record),
-            Ok(None) => {}
-            Err(kind) => {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                return Ok(Err(BadElement { index, kind }));
-            }
-        }
-        index += 1;
-    }
-    Ok(Ok(records))
-}
-
 /// One element of a records array: a record, `None` for null, or the kind of anything else.
 struct Element;
 
@@ -545,11 +635,46 @@ impl<'de> Handler<'de> for StringList {
     }
 
     fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Out, A::Error> {
-        let mut names = Vec::new();
+        let mut names = Distinct::default();
         while let Some(value) = seq.next_element_seed(Any(Plain))? {
-            names.extend(value.text().map(Cow::into_owned));
+            if let Some(name) = value.text() {
+                names.push(name);
+            }
         }
-        Ok(Some(names))
+        Ok(Some(names.finish()))
+    }
+}
+
+/// A list's distinct values in first-seen order, at most [`MAX_LIST_VALUES`] of them plus one
+/// [`OTHER`] for the rest. Duplicates are found by a keyed hash, so the cost is linear and a
+/// crafted list cannot make two names collide.
+#[derive(Default)]
+struct Distinct {
+    values: Vec<String>,
+    seen: HashSet<u64>,
+    overflow: bool,
+}
+
+impl Distinct {
+    fn push(&mut self, value: Cow<'_, str>) {
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        let hash = KEY.get_or_init(RandomState::new).hash_one(value.as_ref());
+        if self.seen.contains(&hash) {
+            return;
+        }
+        if self.values.len() < MAX_LIST_VALUES {
+            self.seen.insert(hash);
+            self.values.push(value.into_owned());
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.overflow {
+            self.values.push(OTHER.to_owned());
+        }
+        self.values
     }
 }
 
@@ -564,11 +689,13 @@ impl<'de> Handler<'de> for YaraList {
     }
 
     fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Out, A::Error> {
-        let mut rules = Vec::new();
+        let mut rules = Distinct::default();
         while let Some(rule) = seq.next_element_seed(Any(YaraRule))? {
-            rules.extend(rule);
+            if let Some(rule) = rule {
+                rules.push(Cow::Owned(rule));
+            }
         }
-        Ok(Some(rules))
+        Ok(Some(rules.finish()))
     }
 }
 
@@ -727,19 +854,6 @@ fn json_text(body: &[u8]) -> Result<&str, DecodeError> {
             offset + e.valid_up_to()
         ))
     })
-}
-
-/// Syntax and EOF errors carry fixed texts plus a position; data errors can quote input, so
-/// they are replaced by a position only (none is expected: every handler accepts every type).
-fn json_error(err: serde_json::Error) -> DecodeError {
-    match err.classify() {
-        Category::Syntax | Category::Eof => DecodeError::Json(err.to_string()),
-        Category::Data | Category::Io => DecodeError::Json(format!(
-            "unreadable value at line {} column {}",
-            err.line(),
-            err.column()
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,11 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 fn decode(body: &str) -> Vec<Download> {
-    decode_downloads(body.as_bytes()).expect("test body decodes")
+    decoded(body).files
+}
+
+fn decoded(body: &str) -> Decoded {
+    decode_downloads(body.as_bytes(), 10_000).expect("test body decodes")
 }
 
 fn one(body: &str) -> Download {
@@ -82,7 +86,26 @@ fn a_wrapper_object_with_another_key_holds_the_records() {
 #[test]
 fn a_wrapper_with_an_empty_array_means_no_files() {
     assert_eq!(decode(r#"{"data":[]}"#), vec![]);
-    assert_eq!(decode(r#"{"data":[],"other":[{"Zone":"Red"}]}"#), vec![]);
+}
+
+#[test]
+fn a_wrapper_is_searched_for_the_array_whose_elements_are_records() {
+    let red = Download {
+        zone: DangerZone::Red,
+        ..Download::default()
+    };
+    assert_eq!(
+        decode(r#"{"data":[],"other":[{"Zone":"Red"}]}"#),
+        vec![red.clone()]
+    );
+    assert_eq!(
+        decode(r#"{"Errors":[],"Meta":[{"Page":1,"Total":1}],"Downloads":[{"Zone":"Red"}]}"#),
+        vec![red.clone()]
+    );
+    assert_eq!(
+        decode(r#"{"Result":{"Downloads":[{"zone":"red"}]}}"#),
+        vec![red]
+    );
 }
 
 #[test]
@@ -295,14 +318,14 @@ fn yara_rule_objects_take_the_first_string_name_and_odd_elements_are_skipped() {
 }
 
 fn shape_error(body: &str) -> String {
-    match decode_downloads(body.as_bytes()) {
+    match decode_downloads(body.as_bytes(), 10_000) {
         Err(DecodeError::Shape(message)) => message,
         other => panic!("expected a shape error for {body}, got {other:?}"),
     }
 }
 
 fn json_error_message(body: &[u8]) -> String {
-    match decode_downloads(body) {
+    match decode_downloads(body, 10_000) {
         Err(DecodeError::Json(message)) => message,
         other => panic!("expected a JSON error, got {other:?}"),
     }
@@ -316,12 +339,8 @@ fn scalars_and_objects_without_records_are_shape_errors() {
         r#""MARKER""#,
         r#"{"MARKER":1}"#,
         r#"{"MARKER":null}"#,
-        r#"{"MARKER":{"Zone":"Red"}}"#,
         r#"{"MARKER":["MARKER"]}"#,
-        r#"["MARKER"]"#,
-        r#"[{"Zone":"Red"},["MARKER"]]"#,
-        "[[]]",
-        "[1]",
+        r#"{"MARKER":[{"Page":1}]}"#,
     ] {
         let message = shape_error(body);
         assert!(!message.contains("MARKER"), "{message}");
@@ -329,29 +348,26 @@ fn scalars_and_objects_without_records_are_shape_errors() {
 }
 
 #[test]
-fn a_shape_error_names_the_offending_element() {
-    let message = shape_error(r#"[{"Zone":"Red"},null,"x",{}]"#);
-    assert_eq!(
-        message,
-        "element 2 of the records array is a string, not an object"
-    );
+fn elements_that_are_not_objects_are_skipped_and_counted_and_the_rest_exported() {
+    let body = decoded(r#"[{"Zone":"Red"},null,"x",1,[{"Zone":"Red"}],{}]"#);
+    assert_eq!(body.files.len(), 2);
+    assert_eq!(body.files[0].zone, DangerZone::Red);
+    assert_eq!(body.report.skipped[SkipReason::NotAnObject.index()], 3);
 }
 
 #[test]
 fn invalid_json_is_an_error_that_does_not_quote_the_body() {
-    let bodies: [&[u8]; 9] = [
+    let bodies: [&[u8]; 7] = [
         br#"{"Name":"MARKER""#,
         br#"[{"Name":"MARKER"} MARKER]"#,
         br#"{"Name":"MARKER"} MARKER"#,
         br#"MARKER"#,
-        br#"{"Name":"MARK\qER"}"#,
         br#"{MARKER:1}"#,
-        b"{\"Name\":\"MARKER\xff\"}",
-        b"{\"Ignored\":\"MARKER\xc3\"}",
+        br#"[{"Name":"MARKER"},"#,
         b"\xef\xbb\xbf\xef\xbb\xbf[]",
     ];
     for body in bodies {
-        let error = decode_downloads(body).expect_err("invalid body");
+        let error = decode_downloads(body, 10_000).expect_err("invalid body");
         assert!(matches!(error, DecodeError::Json(_)), "{error:?}");
         let text = format!("{error} {error:?}");
         assert!(!text.contains("MARKER") && !text.contains("MARK"), "{text}");
@@ -359,21 +375,36 @@ fn invalid_json_is_an_error_that_does_not_quote_the_body() {
 }
 
 #[test]
-fn invalid_utf8_reports_its_byte_position() {
-    let message = json_error_message(b"[\"ok\",\"\xff\"]");
-    assert_eq!(message, "invalid UTF-8 at byte 7");
+fn a_syntax_error_reports_its_byte_position() {
     assert_eq!(
-        json_error_message(b"\xef\xbb\xbf\xff"),
-        "invalid UTF-8 at byte 3"
+        json_error_message(b"[{\"Zone\":\"Red\"} x]"),
+        "expected `,` or `]` after an array element at byte 16"
     );
+    assert_eq!(
+        json_error_message(b"\xef\xbb\xbf[] x"),
+        "expected the end of the body at byte 6"
+    );
+}
+
+#[test]
+fn invalid_utf8_in_a_record_becomes_replacement_characters_and_is_counted() {
+    let body = decoded_bytes(b"[{\"Zone\":\"Red\",\"Name\":\"a\xffb.exe\",\"Ignored\":\"\xc3\"}]");
+    assert_eq!(body.files[0].name, "a\u{fffd}b.exe");
+    assert_eq!(body.report.repaired[RepairKind::InvalidUtf8.index()], 1);
+}
+
+fn decoded_bytes(body: &[u8]) -> Decoded {
+    decode_downloads(body, 10_000).expect("test body decodes")
 }
 
 #[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let deep = "[".repeat(100_000);
-    assert!(decode_downloads(deep.as_bytes()).is_err());
+    assert!(decode_downloads(deep.as_bytes(), 10_000).is_err());
     let closed = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    assert!(decode_downloads(closed.as_bytes()).is_err());
+    let body = decoded(&closed);
+    assert!(body.files.is_empty());
+    assert_eq!(body.report.skipped[SkipReason::NotAnObject.index()], 1);
     assert!(decode_api_error(closed.as_bytes()).is_none());
 }
 
@@ -577,12 +608,18 @@ impl GenRecord {
             md5: self.hashes[0].trim().to_ascii_lowercase(),
             sha1: self.hashes[1].trim().to_ascii_lowercase(),
             sha256: self.hashes[2].trim().to_ascii_lowercase(),
-            detection_names: self.detection_names.clone(),
+            detection_names: distinct(&self.detection_names),
             name: self.name.clone(),
             size: self.size,
             file_type: "PE32".into(),
             is_https: self.https.unwrap_or(false),
-            yara_rules: self.yara.iter().map(|(rule, _)| rule.clone()).collect(),
+            yara_rules: distinct(
+                &self
+                    .yara
+                    .iter()
+                    .map(|(rule, _)| rule.clone())
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 }
@@ -593,7 +630,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = decode_downloads(&body);
+        let _ = decode_downloads(&body, 10_000);
         let _ = decode_api_error(&body);
     }
 }
@@ -611,14 +648,14 @@ proptest! {
         )
     ) {
         let body = tokens.concat();
-        let _ = decode_downloads(body.as_bytes());
+        let _ = decode_downloads(body.as_bytes(), 10_000);
         let _ = decode_api_error(body.as_bytes());
     }
 
     #[test]
     fn arbitrary_json_values_never_panic(value in json_value(5)) {
         let body = serde_json::to_vec(&value).expect("a Value always serialises");
-        let _ = decode_downloads(&body);
+        let _ = decode_downloads(&body, 10_000);
         let _ = decode_api_error(&body);
         let wrappings = [
             json!([value.clone()]),
@@ -627,7 +664,7 @@ proptest! {
         ];
         for wrapped in wrappings {
             let body = serde_json::to_vec(&wrapped).expect("a Value always serialises");
-            let _ = decode_downloads(&body);
+            let _ = decode_downloads(&body, 10_000);
         }
     }
 
@@ -635,7 +672,7 @@ proptest! {
     fn errors_never_quote_arbitrary_bodies(value in json_value(3), cut in 0usize..64) {
         let mut body = serde_json::to_vec(&json!([value, "MARKER"])).expect("serialises");
         body.truncate(body.len().saturating_sub(cut));
-        if let Err(error) = decode_downloads(&body) {
+        if let Err(error) = decode_downloads(&body, 10_000) {
             let text = format!("{error} {error:?}");
             prop_assert!(!text.contains("MARKER"), "{}", text);
         }
@@ -653,8 +690,220 @@ proptest! {
             _ => array,
         };
         let bytes = serde_json::to_vec(&body).expect("a Value always serialises");
-        let decoded = decode_downloads(&bytes).expect("generated body decodes");
+        let decoded = decode_downloads(&bytes, 10_000).expect("generated body decodes");
         let expected: Vec<Download> = records.iter().map(GenRecord::expected).collect();
-        prop_assert_eq!(decoded, expected);
+        prop_assert_eq!(decoded.files, expected);
+    }
+}
+
+/// `values` without repeats, first occurrence kept: what the decoder keeps of a list.
+fn distinct(values: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
+}
+
+/// An object nested deeper than serde_json's limit of 128, in a field the decoder skips.
+const DEEP_RECORD: &str = concat!(
+    r#"{"Deep":"#,
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+    "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    "}"
+);
+
+const RED: &str = r#"{"Zone":"Red","Sha256":"5eed","Name":"dropper.exe"}"#;
+
+fn has_red_file(body: &Decoded) -> bool {
+    body.files
+        .iter()
+        .any(|f| f.zone == DangerZone::Red && f.sha256 == "5eed")
+}
+
+#[test]
+fn one_hostile_record_never_hides_a_red_file_in_the_same_body() {
+    let hostile: [&[u8]; 11] = [
+        br#"{"Name" "x"}"#,
+        br#"{"Name":"x",}"#,
+        br#"{"Name":"x\ud800y.txt"}"#,
+        b"{\"Name\":\"x\xffy.txt\"}",
+        br#"{"Size":1e400}"#,
+        br#"{"Size":NaN}"#,
+        br#"{"Size":-Infinity,"Zone":"Green"}"#,
+        b"{\"Name\":\"raw\ncontrol\"}",
+        br#"{"Name":"bad \q escape"}"#,
+        br#"42"#,
+        DEEP_RECORD.as_bytes(),
+    ];
+    for record in hostile {
+        for body in [
+            [b"[", RED.as_bytes(), b",", record, b"]"].concat(),
+            [b"[", record, b",", RED.as_bytes(), b"]"].concat(),
+            [
+                b"{\"Errors\":[],\"Downloads\":[",
+                record,
+                b",",
+                RED.as_bytes(),
+                b"]}",
+            ]
+            .concat(),
+        ] {
+            let decoded =
+                decode_downloads(&body, 10_000).expect("the body is JSON around its records");
+            assert!(has_red_file(&decoded), "{}", String::from_utf8_lossy(&body));
+        }
+    }
+}
+
+#[test]
+fn mended_values_are_counted_by_kind_and_skipped_records_by_reason() {
+    let body = decoded(&format!(
+        r#"[{{"Name":"x\ud800y"}},{{"Size":1e400}},"text",{{"Name" "x"}},{}]"#,
+        DEEP_RECORD
+    ));
+
+    assert_eq!(body.files.len(), 3);
+    assert_eq!(body.files[0].name, "x\u{fffd}y");
+    assert_eq!(body.files[1].size, 0);
+    assert_eq!(body.report.repaired[RepairKind::InvalidEscape.index()], 1);
+    assert_eq!(body.report.repaired[RepairKind::InvalidNumber.index()], 1);
+    assert_eq!(body.report.skipped[SkipReason::NotAnObject.index()], 1);
+    assert_eq!(body.report.skipped[SkipReason::Unreadable.index()], 1);
+}
+
+#[test]
+fn past_the_record_cap_the_least_dangerous_zones_are_cut_first_and_counted() {
+    let body = r#"[{"Zone":"Green","Sha256":"g1"},{"Zone":"Green","Sha256":"g2"},
+        {"Zone":"Green","Sha256":"g3"},{"Zone":"Green","Sha256":"g4"},
+        {"Zone":"Red","Sha256":"r1"},{"Zone":"Green","Sha256":"g5"}]"#;
+    let decoded = decode_downloads(body.as_bytes(), 3).expect("decodes");
+    let kept: Vec<&str> = decoded.files.iter().map(|f| f.sha256.as_str()).collect();
+    assert_eq!(kept, ["g1", "g2", "r1"]);
+    assert_eq!(decoded.report.skipped[SkipReason::OverLimit.index()], 3);
+    assert_eq!(decoded.report.cut_zones[DangerZone::Green.index()], 3);
+}
+
+#[test]
+fn sixteen_mebibytes_of_empty_records_keep_only_the_capped_number() {
+    let mut body = Vec::with_capacity(16 << 20);
+    body.push(b'[');
+    while body.len() < (16 << 20) - 8 {
+        body.extend_from_slice(b"{},");
+    }
+    body.extend_from_slice(b"{}]");
+    let decoded = decode_downloads(&body, 10_000).expect("decodes");
+    assert_eq!(decoded.files.len(), 10_000);
+    let cut = decoded.report.skipped[SkipReason::OverLimit.index()];
+    assert_eq!(cut as usize + 10_000, (body.len() - 1) / 3);
+    assert_eq!(decoded.report.cut_zones[DangerZone::Unknown.index()], cut);
+}
+
+#[test]
+fn a_record_with_300k_distinct_rules_keeps_the_list_cap_and_marks_the_rest() {
+    let rules: Vec<String> = (0..300_000).map(|i| format!("\"rule{i}\"")).collect();
+    let body = format!(
+        r#"[{{"Zone":"Red","TriggeredYaraRules":[{}]}}]"#,
+        rules.join(",")
+    );
+    let record = one(&body);
+    assert_eq!(record.yara_rules.len(), MAX_LIST_VALUES + 1);
+    assert_eq!(record.yara_rules.last().map(String::as_str), Some(OTHER));
+}
+
+#[test]
+fn repeated_values_in_a_list_are_kept_once_in_first_seen_order() {
+    let record = one(r#"{"DetectionNames":["b","a","b","a","c"],"TriggeredYaraRules":["r","r"]}"#);
+    assert_eq!(record.detection_names, ["b", "a", "c"]);
+    assert_eq!(record.yara_rules, ["r"]);
+}
+
+/// A record crafted to break a strict parser: arbitrary string content (bytes, lone and paired
+/// surrogate escapes, bad escapes, control characters), a broken number, deep nesting, or a
+/// non-object element.
+fn hostile_record() -> impl Strategy<Value = Vec<u8>> {
+    let content = proptest::collection::vec(
+        prop_oneof![
+            any::<u8>().prop_map(|b| match b {
+                b'"' => b"\\\"".to_vec(),
+                b'\\' => b"\\\\".to_vec(),
+                b => vec![b],
+            }),
+            (0xd800u32..0xe000).prop_map(|u| format!("\\u{u:04x}").into_bytes()),
+            Just(b"\\q".to_vec()),
+            Just(b"\\u12".to_vec()),
+        ],
+        0..24,
+    )
+    .prop_map(|parts| parts.concat());
+    let number = proptest::sample::select(vec![
+        "1e400",
+        "-1e400",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "+1",
+        "0x10",
+        "1.",
+        ".5",
+        "01",
+        "-",
+        "1e",
+        "99999999999999999999999999",
+        "1",
+        "tru",
+    ]);
+    let field = proptest::sample::select(vec![
+        "Name",
+        "Type",
+        "Zone",
+        "Sha256",
+        "Size",
+        "DetectionNames",
+        "TriggeredYaraRules",
+        "X",
+    ]);
+    prop_oneof![
+        (field.clone(), content.clone()).prop_map(|(f, c)| {
+            [format!("{{\"{f}\":\"").into_bytes(), c, b"\"}".to_vec()].concat()
+        }),
+        (field.clone(), number.clone()).prop_map(|(f, n)| format!("{{\"{f}\":{n}}}").into_bytes()),
+        (field, 0usize..400).prop_map(|(f, depth)| {
+            format!("{{\"{f}\":{}{}}}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+        }),
+        (content, number)
+            .prop_map(|(c, n)| { [b"[\"".to_vec(), c, format!("\",{n}]").into_bytes()].concat() }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn a_red_file_is_exported_whatever_hostile_record_shares_its_body(
+        hostile in hostile_record(),
+        position in 0usize..3,
+        wrapped in any::<bool>(),
+    ) {
+        let mut elements = vec![br#"{"Zone":"Green"}"#.to_vec(), br#"{"Zone":"Green"}"#.to_vec()];
+        elements.insert(position.min(elements.len()), hostile);
+        elements.push(RED.as_bytes().to_vec());
+        let array = [b"[".to_vec(), elements.join(&b","[..]), b"]".to_vec()].concat();
+        let body = if wrapped {
+            [br#"{"Meta":[{"Page":1}],"Downloads":"#.to_vec(), array, b"}".to_vec()].concat()
+        } else {
+            array
+        };
+        let decoded = decode_downloads(&body, 10_000);
+        prop_assert!(
+            decoded.as_ref().is_ok_and(has_red_file),
+            "{:?} for {}",
+            decoded,
+            String::from_utf8_lossy(&body)
+        );
     }
 }
