@@ -17,6 +17,7 @@
 //! |---|---|
 //! | [`cli`] | flags, the top-level flow, exit codes |
 //! | [`config`] | the YAML file: parsing, `${VAR}` expansion, validation into [`config::Config`] |
+//! | [`file`] | reading operator-named files: regular files only, size-capped, never blocking |
 //! | [`app`] | wiring, reloads, the shutdown path |
 //! | [`scheduler`] | when each task is polled, concurrency, retries, the pause gate |
 //! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
@@ -35,6 +36,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod file;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
