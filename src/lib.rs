@@ -26,6 +26,7 @@
 //! | [`metrics`] | the metrics contract and the exposition text |
 //! | [`server`] | HTTP routes and the landing page |
 //! | [`web_config`] | `--web.config.file`: TLS, client certificates, basic auth, extra headers |
+//! | [`signals`] | SIGTERM/SIGINT and SIGHUP, registered before anything else |
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |
 //! | [`labels`] | hygiene for strings that come from the sandbox |
 //! | [`logging`] | logfmt / JSON log output |
@@ -46,6 +47,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod server;
 pub mod shard;
+pub mod signals;
 pub mod simulator;
 pub mod state;
 pub mod web_config;

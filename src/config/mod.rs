@@ -45,8 +45,9 @@ use crate::file::{read_capped_to_string, ReadError};
 use crate::secret::Secret;
 use crate::zone::DangerZone;
 
-/// Configuration files larger than this are refused: 100,000 tasks with names and a label take about 10 MiB,
-/// and a file replaced by a link to an endless device must not grow memory without bound.
+/// Configuration files larger than this are refused: 100,000 tasks with names and a label take
+/// about 10 MiB, and a file replaced by a link to an endless device must not grow memory without
+/// bound.
 pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A validated configuration: every invariant of the contract holds.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use krs_exporter::app::{self, ConfigSource, Options};
 use krs_exporter::shard::Shard;
+use krs_exporter::signals::Hangups;
 use krs_exporter::simulator::{self, Scenario, SimHandle, SimTask};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -193,6 +194,7 @@ impl Exporter {
             shard,
             max_requests: 40,
             web: Default::default(),
+            hangups: Hangups::none(),
         };
         let run = app::run(source, active, listener, options, token.clone());
         let task = tokio::spawn(async move {
