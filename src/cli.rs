@@ -173,6 +173,7 @@ async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
         mut termination,
         hangups,
     } = Signals::install();
+    info!(config = %flags.config_file.display(), "starting");
     let shutdown = CancellationToken::new();
     let started = tokio::select! {
         biased;
