@@ -21,6 +21,7 @@ use crate::sandbox::SandboxClient;
 use crate::scheduler::{self, Active};
 use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
+use crate::signals::Hangups;
 use crate::state::{State, WatchList};
 use crate::web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
 
@@ -45,7 +46,7 @@ pub enum LoadError {
 }
 
 /// Options that do not live in the configuration file.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Options {
     pub telemetry_path: String,
     /// A line shown on the landing page (demo mode says so).
@@ -56,6 +57,8 @@ pub struct Options {
     pub max_requests: usize,
     /// TLS, basic auth and headers for the exporter's own endpoints (`--web.config.file`).
     pub web: WebConfig,
+    /// SIGHUPs, registered at start-up so that one sent before [`run`] is a reload, not a kill.
+    pub hangups: Hangups,
 }
 
 /// Loads and validates the configuration, keeps the tasks of `shard`, and builds the client:
@@ -78,6 +81,28 @@ pub fn load(source: &ConfigSource, shard: Shard) -> Result<Active, LoadError> {
         warn!("sandbox.insecure_skip_verify is on: the sandbox's TLS certificate is not verified");
     }
     Ok(Active { config, client })
+}
+
+/// [`load`] on a blocking thread: reading and validating a 100k-task file takes about a second,
+/// which must not stall the async workers, and a caller that stops waiting (shutdown) leaves the
+/// thread to finish on its own.
+pub async fn load_off_thread(source: ConfigSource, shard: Shard) -> Result<Active, LoadError> {
+    off_thread(move || load(&source, shard)).await
+}
+
+/// Runs `f` on a blocking thread. Dropping the future abandons the thread, and the runtime's
+/// `shutdown_timeout` in [`crate::cli`] does not wait for it, so no file can hold up an exit.
+pub async fn off_thread<T, F>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down, and whoever awaits this is about to be dropped.
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Runs the exporter until `shutdown` is cancelled, then drains within a few seconds.
@@ -120,7 +145,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         active: active_tx,
     };
-    let reloads = tokio::spawn(reloader.run(reload_rx, shutdown.clone()));
+    let reloads = tokio::spawn(reloader.run(reload_rx, options.hangups, shutdown.clone()));
 
     if let Ok(addr) = listener.local_addr() {
         info!(
@@ -152,6 +177,7 @@ pub async fn run(
     {
         warn!("scheduler did not stop in time");
     }
+    // The reloader stops at cancellation; a load it started is left to its blocking thread.
     reloads.abort();
     info!("stopped");
     Ok(())
@@ -167,28 +193,37 @@ struct Reloader {
 }
 
 impl Reloader {
-    async fn run(self, mut requests: mpsc::Receiver<ReloadRequest>, shutdown: CancellationToken) {
-        let mut hangups = hangup_signals();
+    async fn run(
+        self,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+        mut hangups: Hangups,
+        shutdown: CancellationToken,
+    ) {
         loop {
-            tokio::select! {
+            let (trigger, reply) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 request = requests.recv() => match request {
-                    Some(reply) => {
-                        let _ = reply.send(self.reload("http"));
-                    }
+                    Some(reply) => ("http", Some(reply)),
                     None => break,
                 },
-                () = next_hangup(&mut hangups) => {
-                    let _ = self.reload("SIGHUP");
-                }
+                () = hangups.recv() => ("SIGHUP", None),
+            };
+            // Shutdown does not wait for a reload: dropping `reply` answers 503 "shutting down".
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => break,
+                outcome = self.reload(trigger) => outcome,
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
             }
         }
     }
 
     /// Validates the whole new configuration, then swaps it in; on failure nothing changes but
     /// `krs_config_last_reload_successful`.
-    fn reload(&self, trigger: &str) -> Result<String, String> {
-        match load(&self.source, self.shard) {
+    async fn reload(&self, trigger: &str) -> Result<String, String> {
+        info!(trigger, "reloading configuration");
+        match load_off_thread(self.source.clone(), self.shard).await {
             Ok(active) => {
                 let summary = active.config.summary();
                 self.state
@@ -205,61 +240,5 @@ impl Reloader {
                 Err(problems)
             }
         }
-    }
-}
-
-#[cfg(unix)]
-type Hangups = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangups = Option<()>;
-
-#[cfg(unix)]
-fn hangup_signals() -> Hangups {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP; reload with POST /-/reload");
-            None
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn hangup_signals() -> Hangups {
-    None
-}
-
-async fn next_hangup(signals: &mut Hangups) {
-    #[cfg(unix)]
-    if let Some(s) = signals {
-        if s.recv().await.is_some() {
-            return;
-        }
-    }
-    let _ = signals;
-    std::future::pending::<()>().await;
-}
-
-/// Resolves on SIGTERM or SIGINT: the process's one request to stop.
-pub async fn termination_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => info!(signal = "SIGTERM", "stopping"),
-            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "stopping"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

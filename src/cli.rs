@@ -1,20 +1,25 @@
 //! Command-line flags (Prometheus exporter conventions) and the daemon's top-level flow:
-//! parse → load and validate the configuration → bind → run until a termination signal.
+//! parse → register signals → load and validate the configuration → bind → run until a
+//! termination signal.
 //!
 //! The configuration is fully checked before any port is bound; `--config.check` stops there.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::app::{self, ConfigSource, LoadError, Options};
 use crate::logging::{LogFormat, LogLevel};
+use crate::scheduler::Active;
 use crate::shard::{Shard, ShardError};
+use crate::signals::Signals;
 use crate::web_config::{WebConfig, WebConfigError};
 
 /// Prometheus exporter for Kaspersky Research Sandbox.
@@ -121,11 +126,10 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
         return Err(CliError::TelemetryPath(path.clone()));
     }
     let shard = Shard::parse(&flags.shard_index, flags.shard_total)?;
-    let web = match &flags.web_config_file {
-        Some(path) => WebConfig::load(path)?,
-        None => WebConfig::default(),
-    };
     if flags.config_check && !flags.demo {
+        if let Some(path) = &flags.web_config_file {
+            WebConfig::load(path)?;
+        }
         let active = app::load(&ConfigSource::File(flags.config_file.clone()), shard)?;
         let sharding = if shard == Shard::ALL {
             String::new()
@@ -142,40 +146,104 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let (source, banner, _demo) = if flags.demo {
-            let demo = crate::demo::start(shutdown.clone())
-                .await
-                .map_err(|e| CliError::Demo(e.to_string()))?;
-            let banner = format!(
-                "Demo mode: polling the built-in simulated sandbox at {}",
-                demo.base_url()
-            );
-            (
-                ConfigSource::Fixed(Box::new(demo.config.clone())),
-                Some(banner),
-                Some(demo),
-            )
-        } else {
-            (ConfigSource::File(flags.config_file.clone()), None, None)
-        };
-        let active = app::load(&source, shard)?;
-        let listener = bind(&flags.listen_address).await?;
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            app::termination_signal().await;
-            stop.cancel();
-        });
-        let options = Options {
-            telemetry_path: flags.telemetry_path.clone(),
-            banner,
-            shard,
-            max_requests: flags.max_requests,
-            web,
-        };
-        app::run(source, active, listener, options, shutdown).await?;
-        Ok(Outcome::Stopped)
+    let outcome = runtime.block_on(daemon(flags, shard));
+    // A load or reload still reading a file holds a blocking thread; it must not delay the exit.
+    runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+    outcome
+}
+
+/// How long the runtime waits for blocking threads once the daemon has stopped.
+const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Everything start-up prepares before [`app::run`].
+struct Started {
+    source: ConfigSource,
+    active: Active,
+    listener: TcpListener,
+    web: WebConfig,
+    banner: Option<String>,
+    /// Kept alive while the daemon runs: the simulator of `--demo`.
+    _demo: Option<crate::demo::Demo>,
+}
+
+/// Registers signals, then starts up and runs until SIGTERM/SIGINT. A SIGTERM during start-up
+/// stops it there (exit 0); a SIGHUP then is held and becomes a reload after start.
+async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
+    let Signals {
+        mut termination,
+        hangups,
+    } = Signals::install();
+    info!(config = %flags.config_file.display(), "starting");
+    let shutdown = CancellationToken::new();
+    let started = tokio::select! {
+        biased;
+        () = termination.recv() => {
+            shutdown.cancel();
+            info!("stopped during start-up");
+            return Ok(Outcome::Stopped);
+        }
+        started = start(&flags, shard, shutdown.clone()) => started?,
+    };
+    let Started {
+        source,
+        active,
+        listener,
+        web,
+        banner,
+        _demo,
+    } = started;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        termination.recv().await;
+        stop.cancel();
+    });
+    let options = Options {
+        telemetry_path: flags.telemetry_path.clone(),
+        banner,
+        shard,
+        max_requests: flags.max_requests,
+        web,
+        hangups,
+    };
+    app::run(source, active, listener, options, shutdown).await?;
+    Ok(Outcome::Stopped)
+}
+
+/// Loads the web configuration and the configuration (on blocking threads) and binds.
+async fn start(
+    flags: &Flags,
+    shard: Shard,
+    shutdown: CancellationToken,
+) -> Result<Started, CliError> {
+    let web = match flags.web_config_file.clone() {
+        Some(path) => app::off_thread(move || WebConfig::load(&path)).await?,
+        None => WebConfig::default(),
+    };
+    let (source, banner, demo) = if flags.demo {
+        let demo = crate::demo::start(shutdown)
+            .await
+            .map_err(|e| CliError::Demo(e.to_string()))?;
+        let banner = format!(
+            "Demo mode: polling the built-in simulated sandbox at {}",
+            demo.base_url()
+        );
+        (
+            ConfigSource::Fixed(Box::new(demo.config.clone())),
+            Some(banner),
+            Some(demo),
+        )
+    } else {
+        (ConfigSource::File(flags.config_file.clone()), None, None)
+    };
+    let active = app::load_off_thread(source.clone(), shard).await?;
+    let listener = bind(&flags.listen_address).await?;
+    Ok(Started {
+        source,
+        active,
+        listener,
+        web,
+        banner,
+        _demo: demo,
     })
 }
 

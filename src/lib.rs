@@ -17,6 +17,7 @@
 //! |---|---|
 //! | [`cli`] | flags, the top-level flow, exit codes |
 //! | [`config`] | the YAML file: parsing, `${VAR}` expansion, validation into [`config::Config`] |
+//! | [`file`] | reading operator-named files: regular files only, size-capped, never blocking |
 //! | [`app`] | wiring, reloads, the shutdown path |
 //! | [`scheduler`] | when each task is polled, concurrency, retries, the pause gate |
 //! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
@@ -25,6 +26,7 @@
 //! | [`metrics`] | the metrics contract and the exposition text |
 //! | [`server`] | HTTP routes and the landing page |
 //! | [`web_config`] | `--web.config.file`: TLS, client certificates, basic auth, extra headers |
+//! | [`signals`] | SIGTERM/SIGINT and SIGHUP, registered before anything else |
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |
 //! | [`labels`] | hygiene for strings that come from the sandbox |
 //! | [`logging`] | logfmt / JSON log output |
@@ -37,6 +39,7 @@ pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod file;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
@@ -46,6 +49,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod server;
 pub mod shard;
+pub mod signals;
 pub mod simulator;
 pub mod state;
 pub mod web_config;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use krs_exporter::app::termination_signal;
 use krs_exporter::logging::{self, LogFormat, LogLevel};
+use krs_exporter::signals::Termination;
 use krs_exporter::simulator::{self, Scenario};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let mut termination = Termination::install();
         let listener = match tokio::net::TcpListener::bind(&flags.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
             }
         };
         info!(address = %sim.addr(), "simulated sandbox listening");
-        termination_signal().await;
+        termination.recv().await;
         shutdown.cancel();
         sim.closed().await;
         ExitCode::SUCCESS

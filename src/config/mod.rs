@@ -34,7 +34,6 @@ mod validate;
 mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +41,14 @@ use std::time::Duration;
 pub use problem::{Problem, MAX_SHOWN_CHARS};
 pub use task_id::TaskId;
 
+use crate::file::{read_capped_to_string, ReadError};
 use crate::secret::Secret;
 use crate::zone::DangerZone;
+
+/// Configuration files larger than this are refused: 100,000 tasks with names and a label take
+/// about 10 MiB, and a file replaced by a link to an endless device must not grow memory without
+/// bound.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A validated configuration: every invariant of the contract holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -184,7 +189,7 @@ pub enum ConfigError {
     /// The file itself could not be read. `Display` includes the reason, because callers print
     /// this error with plain `{}`; it is also the `source()`.
     #[error("cannot read configuration file {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read { path: PathBuf, source: ReadError },
     /// The file was read but is not a valid configuration; `Display` gives one line per problem.
     #[error("{}", render(path, problems))]
     Invalid {
@@ -204,10 +209,11 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            read_capped_to_string(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Config::from_yaml_str(&text, path, env)
     }
 

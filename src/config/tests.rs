@@ -167,6 +167,55 @@ fn garbage_values_are_escaped_and_truncated_in_problems() {
 }
 
 #[test]
+fn a_configuration_file_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let dir = TempDir::new();
+    let fifo = crate::file::tests::mkfifo(&dir.0.join("krs.yml"));
+    for path in [fifo.as_path(), Path::new("/dev/zero")] {
+        let err = Config::load(path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(err.to_string().ends_with(", not a regular file"), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        Config::load(&fifo).unwrap_err().to_string(),
+        format!(
+            "cannot read configuration file {}: it is a FIFO, not a regular file",
+            fifo.display()
+        )
+    );
+}
+
+#[test]
+fn a_configuration_file_over_64_mib_is_refused_unparsed() {
+    let dir = TempDir::new();
+    let path = dir.0.join("huge.yml");
+    let file = std::fs::File::create(&path).unwrap();
+    // Sparse: the size is what counts, and the disk stays empty.
+    file.set_len(crate::config::MAX_CONFIG_BYTES + 1).unwrap();
+    let err = Config::load(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot read configuration file {}: it is larger than 64 MiB (67108864 bytes)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_symlinked_configuration_file_is_followed() {
+    let dir = TempDir::new();
+    let target = dir.write("real.yml", MINIMAL);
+    let link = dir.0.join("krs.yml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let config = Config::load_with_env(&link, &env).unwrap();
+    assert_eq!(config.sandbox.username, "exporter");
+}
+
+#[test]
 fn a_missing_file_is_a_read_error_naming_it() {
     let path = Path::new("/nonexistent/krs-exporter.yml");
     let err = Config::load(path).unwrap_err();

@@ -51,9 +51,10 @@ mod verifier;
 #[cfg(test)]
 mod test_support;
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::file::{read_capped_to_string, ReadError};
 
 pub use acceptor::{TlsAcceptorCache, CHECK_INTERVAL};
 pub use basic_auth::{AuthResult, BasicAuth, CACHE_CAPACITY, WWW_AUTHENTICATE};
@@ -81,7 +82,7 @@ pub struct WebConfig {
 #[non_exhaustive]
 pub enum WebConfigError {
     #[error("web config {}: cannot read it: {error}", file.display())]
-    Read { file: PathBuf, error: io::Error },
+    Read { file: PathBuf, error: ReadError },
     /// YAML syntax, a wrong type, or an unknown key (serde names the key path).
     #[error("web config {}: {message}", file.display())]
     Syntax { file: PathBuf, message: String },
@@ -96,7 +97,7 @@ pub enum WebConfigError {
         file: PathBuf,
         key: String,
         path: PathBuf,
-        error: io::Error,
+        error: ReadError,
     },
 }
 
@@ -116,26 +117,11 @@ impl WebConfig {
     /// Reads and validates `path`, loading the TLS material once to check it. Relative file
     /// names inside resolve against the directory of `path`.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let read_error = |error| WebConfigError::Read {
-            file: path.to_owned(),
-            error,
-        };
-        let mut text = String::new();
-        io::Read::read_to_string(
-            &mut io::Read::take(
-                std::fs::File::open(path).map_err(read_error)?,
-                MAX_FILE_BYTES + 1,
-            ),
-            &mut text,
-        )
-        .map_err(read_error)?;
-        if text.len() as u64 > MAX_FILE_BYTES {
-            return Err(WebConfigError::Invalid {
+        let text =
+            read_capped_to_string(path, MAX_FILE_BYTES).map_err(|error| WebConfigError::Read {
                 file: path.to_owned(),
-                key: "(file)".into(),
-                problem: format!("larger than {MAX_FILE_BYTES} bytes"),
-            });
-        }
+                error,
+            })?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let config = WebConfig::parse(&text, path, base_dir)?;
         if let Some(tls) = &config.tls {

@@ -313,6 +313,43 @@ fn error_messages_never_contain_key_material_or_hashes() {
 }
 
 #[test]
+fn a_fifo_as_web_config_or_certificate_file_is_refused_naming_the_key_and_path() {
+    let files = Files::new();
+    let fifo = crate::file::tests::mkfifo(&files.dir.path().join("fifo"));
+    for key in ["cert_file", "key_file", "client_ca_file"] {
+        let mut paths = [("cert_file", "server.crt"), ("key_file", "server.key")]
+            .into_iter()
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect::<Vec<_>>();
+        paths.retain(|(k, _)| *k != key);
+        paths.push((key, fifo.display().to_string()));
+        let mut yaml = "tls_server_config:\n".to_owned();
+        for (k, v) in &paths {
+            yaml.push_str(&format!("  {k}: {v}\n"));
+        }
+        if key == "client_ca_file" {
+            yaml.push_str("  client_auth_type: RequireAndVerifyClientCert\n");
+        }
+        let msg = files.error(&yaml);
+        assert!(
+            msg.ends_with(&format!(
+                "tls_server_config.{key}: cannot read {}: it is a FIFO, not a regular file",
+                fifo.display()
+            )),
+            "{msg}"
+        );
+    }
+    let err = WebConfig::load(&fifo).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "web config {}: cannot read it: it is a FIFO, not a regular file",
+            fifo.display()
+        )
+    );
+}
+
+#[test]
 fn an_unreadable_config_file_names_itself() {
     let err = WebConfig::load(Path::new("/nonexistent/web-config.yml")).unwrap_err();
     assert!(matches!(err, WebConfigError::Read { .. }), "{err:?}");

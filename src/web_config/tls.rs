@@ -16,7 +16,6 @@
 //! | `client_allowed_sans` | exact match of a DNS, e-mail, URI or IP SAN; needs `RequireAnyClientCert` or `RequireAndVerifyClientCert` |
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -366,18 +365,7 @@ impl TlsSettings {
                     path: path.clone(),
                     error,
                 };
-                let f = std::fs::File::open(path).map_err(read_error)?;
-                let mut bytes = Vec::new();
-                f.take(MAX_PEM_BYTES + 1)
-                    .read_to_end(&mut bytes)
-                    .map_err(read_error)?;
-                if bytes.len() as u64 > MAX_PEM_BYTES {
-                    return Err(self.invalid_source(
-                        source,
-                        format!("larger than {MAX_PEM_BYTES} bytes; not a PEM file"),
-                    ));
-                }
-                Ok(bytes)
+                crate::file::read_capped(path, MAX_PEM_BYTES).map_err(read_error)
             }
         }
     }

@@ -5,8 +5,19 @@ use std::time::Duration;
 use krs_exporter::simulator::{ErrorBody, Fault, SimFile, SimTask};
 
 use crate::support::{
-    binary, eventually, id, within, write_file, ConfigYaml, Process, Sandbox, PASSWORD,
+    binary, eventually, id, large_config, mkfifo, run_within, within, write_file, ConfigYaml,
+    Process, Sandbox, PASSWORD,
 };
+
+/// SIGTERM to exit: the HTTP drain (3 s) and the scheduler's stop (4 s) are each bounded.
+const GRACE: Duration = Duration::from_secs(8);
+
+/// `yaml` (from [`ConfigYaml`]) with the password read from `path` instead.
+fn with_password_file(yaml: &str, path: &std::path::Path) -> String {
+    let inline = format!("password: \"{PASSWORD}\"");
+    assert!(yaml.contains(&inline));
+    yaml.replace(&inline, &format!("password_file: {}", path.display()))
+}
 
 #[test]
 fn config_check_prints_a_summary_and_exits_zero_without_calling_the_sandbox() {
@@ -211,4 +222,148 @@ fn the_shipped_example_configuration_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 tasks"));
+}
+
+#[test]
+fn config_check_with_a_fifo_as_password_file_exits_at_once_naming_the_field_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = mkfifo(&dir.path().join("password"));
+    let yaml = with_password_file(
+        &ConfigYaml::new("http://127.0.0.1:9", &[&id(1)]).render(),
+        &fifo,
+    );
+    let path = write_file(dir.path(), "krs.yml", &yaml);
+    let run = run_within(
+        binary()
+            .args(["--config.check", "--config.file"])
+            .arg(&path),
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "sandbox.password_file: cannot read the password file: it is a FIFO, not a regular file (got \"{}\")",
+            fifo.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+}
+
+#[test]
+fn config_check_refuses_a_configuration_file_that_is_a_fifo_or_an_endless_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = mkfifo(&dir.path().join("krs.yml"));
+    for (path, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/zero"), "a character device"),
+    ] {
+        let run = run_within(
+            binary().args(["--config.check", "--config.file"]).arg(path),
+            Duration::from_secs(10),
+        );
+        assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "cannot read configuration file {}: it is {kind}, not a regular file",
+                path.display()
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reload_onto_a_fifo_fails_with_500_and_the_next_reload_and_sigterm_still_work() {
+    within(async {
+        let (a, b) = (id(80), id(81));
+        let sandbox = Sandbox::start(vec![SimTask::new(&a), SimTask::new(&b)]).await;
+        let yaml = ConfigYaml::new(&sandbox.url(), &[&a]).render();
+        let mut p = Process::spawn(&yaml, &[]);
+        p.wait_healthy().await;
+        let fifo = mkfifo(&p.config_path.with_file_name("password"));
+        std::fs::write(&p.config_path, with_password_file(&yaml, &fifo)).unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let reload = http.post(p.url("/-/reload")).send().await.unwrap();
+        assert_eq!(reload.status(), 500);
+        let body = reload.text().await.unwrap();
+        assert!(
+            body.contains("sandbox.password_file: cannot read the password file: it is a FIFO"),
+            "{body}"
+        );
+
+        std::fs::write(
+            &p.config_path,
+            ConfigYaml::new(&sandbox.url(), &[&a, &b]).render(),
+        )
+        .unwrap();
+        let reload = http.post(p.url("/-/reload")).send().await.unwrap();
+        assert_eq!(reload.status(), 200, "{}", reload.text().await.unwrap());
+
+        p.signal("TERM");
+        let status = p.wait_exit(GRACE).await;
+        assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sighup_during_start_up_becomes_a_reload_instead_of_killing_the_process() {
+    within(async {
+        // Loading 100k tasks takes most of a second: the SIGHUP lands while it runs.
+        let mut p = Process::spawn(&large_config(100_000), &[]);
+        p.wait_log("msg=starting").await;
+        p.signal("HUP");
+        p.wait_healthy().await;
+        p.wait_log("trigger=SIGHUP summary=").await;
+        assert!(p.running(), "stderr:\n{}", p.stderr());
+        let stderr = p.stderr();
+        let loaded = stderr.find("configuration loaded").expect("loaded");
+        let reloaded = stderr.find("configuration reloaded").expect("reloaded");
+        assert!(loaded < reloaded, "{stderr}");
+        assert_eq!(stderr.matches("configuration reloaded").count(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sigterm_during_start_up_exits_zero_without_finishing_the_load() {
+    within(async {
+        let mut p = Process::spawn(&large_config(100_000), &[]);
+        p.wait_log("msg=starting").await;
+        p.signal("TERM");
+        let status = p.wait_exit(GRACE).await;
+        assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sigterm_during_a_slow_reload_exits_within_the_grace_period() {
+    within(async {
+        let mut p = Process::spawn(&large_config(10), &[]);
+        p.wait_healthy().await;
+        // Reading and validating 300k tasks takes seconds in a debug build.
+        std::fs::write(&p.config_path, large_config(300_000)).unwrap();
+        p.signal("HUP");
+        p.wait_log("msg=\"reloading configuration\"").await;
+        let start = std::time::Instant::now();
+        p.signal("TERM");
+        let status = p.wait_exit(GRACE).await;
+        let took = start.elapsed();
+        assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+        assert!(
+            !p.stderr().contains("configuration reloaded"),
+            "the reload was not abandoned:\n{}",
+            p.stderr()
+        );
+        eprintln!("exited {took:?} after SIGTERM during a reload");
+    })
+    .await;
 }

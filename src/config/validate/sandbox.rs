@@ -2,8 +2,6 @@
 //! names, which are read or checked now so that a bad path fails the load rather than a poll.
 //! Nothing here ever puts the password, or a URL that may contain one, into a problem.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +9,7 @@ use super::{duration, optional, required, unsigned, MIN_POSITIVE};
 use crate::config::problem::Problems;
 use crate::config::raw::{RawSandbox, Slot};
 use crate::config::SandboxConfig;
+use crate::file::read_capped;
 use crate::secret::Secret;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,7 +217,7 @@ fn path(problems: &mut Problems, field: &str, base: &Path, given: &str) -> Optio
 
 /// The password file's content without trailing CR/LF. Errors never quote the content.
 fn read_password_file(path: &Path) -> Result<Secret, String> {
-    let bytes = read_bounded(path, MAX_PASSWORD_FILE_BYTES)
+    let bytes = read_capped(path, MAX_PASSWORD_FILE_BYTES)
         .map_err(|why| format!("cannot read the password file: {why}"))?;
     let text =
         String::from_utf8(bytes).map_err(|_| "the password file is not UTF-8 text".to_owned())?;
@@ -230,7 +229,7 @@ fn read_password_file(path: &Path) -> Result<Secret, String> {
 }
 
 fn check_ca_file(path: &Path) -> Result<(), String> {
-    let bytes = read_bounded(path, MAX_CA_FILE_BYTES)
+    let bytes = read_capped(path, MAX_CA_FILE_BYTES)
         .map_err(|why| format!("cannot read the CA file: {why}"))?;
     let pem = String::from_utf8_lossy(&bytes);
     if pem.contains(PEM_CERTIFICATE) {
@@ -240,23 +239,6 @@ fn check_ca_file(path: &Path) -> Result<(), String> {
             "the CA file holds no PEM certificate (no {PEM_CERTIFICATE} line)"
         ))
     }
-}
-
-/// Reads a regular file of at most `limit` bytes.
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if meta.is_dir() {
-        return Err("it is a directory".to_owned());
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("it is larger than {limit} bytes"));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -304,6 +286,52 @@ mod tests {
             );
             assert!(!text.contains("first-line-secret"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_fifo_or_device_as_password_file_or_ca_file_is_refused_naming_the_field_and_path() {
+        let dir = TempDir::new();
+        let fifo = crate::file::tests::mkfifo(&dir.0.join("fifo"));
+        let fifo = fifo.display();
+        for (yaml, line) in [
+            (
+                with_sandbox(&format!("  password_file: {fifo}\n")),
+                format!(
+                    "sandbox.password_file: cannot read the password file: it is a FIFO, \
+                     not a regular file (got \"{fifo}\")"
+                ),
+            ),
+            (
+                format!("{MINIMAL}  ca_file: {fifo}\n"),
+                format!(
+                    "sandbox.ca_file: cannot read the CA file: it is a FIFO, not a regular \
+                     file (got \"{fifo}\")"
+                ),
+            ),
+            (
+                with_sandbox("  password_file: /dev/zero\n"),
+                "sandbox.password_file: cannot read the password file: it is a character \
+                 device, not a regular file (got \"/dev/zero\")"
+                    .to_owned(),
+            ),
+        ] {
+            assert_eq!(one_problem(&yaml), line);
+        }
+    }
+
+    #[test]
+    fn a_symlink_to_a_regular_password_file_or_ca_file_is_followed() {
+        let dir = TempDir::new();
+        let password = dir.write("pw", "linked-secret\n");
+        let ca = dir.write("ca.pem", PEM);
+        std::os::unix::fs::symlink(&password, dir.0.join("pw-link")).unwrap();
+        std::os::unix::fs::symlink(&ca, dir.0.join("ca-link")).unwrap();
+        let path = dir.write(
+            "krs.yml",
+            &with_sandbox("  password_file: pw-link\n  ca_file: ca-link\n"),
+        );
+        let config = Config::load_with_env(&path, &env).unwrap();
+        assert_eq!(config.sandbox.password.expose(), "linked-secret");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use krs_exporter::app::{self, ConfigSource, Options};
 use krs_exporter::shard::Shard;
+use krs_exporter::signals::Hangups;
 use krs_exporter::simulator::{self, Scenario, SimHandle, SimTask};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -193,6 +194,7 @@ impl Exporter {
             shard,
             max_requests: 40,
             web: Default::default(),
+            hangups: Hangups::none(),
         };
         let run = app::run(source, active, listener, options, token.clone());
         let task = tokio::spawn(async move {
@@ -261,6 +263,71 @@ impl Drop for Exporter {
 /// The exporter binary, for tests of flags, signals and exit codes.
 pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_krs-exporter"))
+}
+
+/// What a finished run of the binary printed.
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `command` to completion, killing it and failing the test if it takes longer than `limit`
+/// (`Command::output` would wait forever on a hung process).
+pub fn run_within(command: &mut Command, limit: Duration) -> Finished {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let start = Instant::now();
+    let mut child = command
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Finished {
+        status,
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Makes a FIFO at `path`: opening it for reading blocks until a writer appears, which none will.
+pub fn mkfifo(path: &Path) -> PathBuf {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+    path.to_path_buf()
+}
+
+/// A configuration watching `count` generated tasks, polled once an hour (start-up and reload
+/// cost grow with the count; polling stays light). Nothing listens at its sandbox URL.
+pub fn large_config(count: u32) -> String {
+    let mut yaml = String::from(
+        "sandbox:\n  url: http://127.0.0.1:9\n  username: u\n  password: p\n  timeout: 5s\npolling:\n  interval: 1h\ntasks:\n",
+    );
+    for n in 0..count {
+        yaml.push_str("  - ");
+        yaml.push_str(&id(n));
+        yaml.push('\n');
+    }
+    yaml
 }
 
 /// A free loopback port (bound and released; good enough for a test's own process).
@@ -337,6 +404,19 @@ impl Process {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        eventually(&format!("the log says {needle:?}"), || async {
+            self.stderr().contains(needle).then_some(())
+        })
+        .await;
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
     }
 
     /// Waits until `/-/healthy` answers.
