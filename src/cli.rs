@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, ConfigSource, LoadError, Options};
 use crate::logging::{LogFormat, LogLevel};
+use crate::server;
 use crate::shard::{Shard, ShardError};
 use crate::web_config::{WebConfig, WebConfigError};
 
@@ -50,6 +51,22 @@ pub struct Flags {
     /// Requests served at once; more get 503. 0 means no limit.
     #[arg(long = "web.max-requests", value_name = "N", default_value_t = 40)]
     pub max_requests: usize,
+    /// Open connections at most; when full, an idle one is closed to make room for a new one.
+    #[arg(
+        long = "web.max-connections",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_CONNECTIONS as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// Open connections from one IP address at most; more are closed at once.
+    #[arg(
+        long = "web.max-connections-per-peer",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_PEER as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections_per_peer: u32,
     /// Path under which metrics are served.
     #[arg(
         long = "web.telemetry-path",
@@ -173,6 +190,11 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
             shard,
             max_requests: flags.max_requests,
             web,
+            connection_limits: server::ConnectionLimits {
+                total: flags.max_connections as usize,
+                per_peer: flags.max_connections_per_peer as usize,
+                ..server::ConnectionLimits::default()
+            },
         };
         app::run(source, active, listener, options, shutdown).await?;
         Ok(Outcome::Stopped)

@@ -193,6 +193,7 @@ impl Exporter {
             shard,
             max_requests: 40,
             web: Default::default(),
+            connection_limits: Default::default(),
         };
         let run = app::run(source, active, listener, options, token.clone());
         let task = tokio::spawn(async move {
