@@ -201,6 +201,12 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
     })
 }
 
+/// Connections the kernel queues for the accept loop. A flood's reconnecting sockets arrive in
+/// waves; a wave that overflows the queue makes the kernel drop SYNs, and a scraper whose SYN
+/// is dropped waits a 1 s retransmit. Go servers (Prometheus among them) ask for the same; the
+/// kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `address`. `:PORT` means every interface (IPv6 and IPv4 where the host allows).
 pub async fn bind(address: &str) -> Result<TcpListener, CliError> {
     let err = |source| CliError::Listen {
@@ -212,12 +218,29 @@ pub async fn bind(address: &str) -> Result<TcpListener, CliError> {
             .parse()
             .map_err(|_| err(io::Error::new(io::ErrorKind::InvalidInput, "invalid port")))?;
         let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
-        return match TcpListener::bind(any6).await {
+        return match listen(any6) {
             Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
-                .await
-                .map_err(err),
+            Err(_) => listen(SocketAddr::from(([0, 0, 0, 0], port))).map_err(err),
         };
     }
-    TcpListener::bind(address).await.map_err(err)
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+    for addr in tokio::net::lookup_host(address).await.map_err(err)? {
+        match listen(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`], reusing the address as `TcpListener::bind` does.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
