@@ -59,6 +59,9 @@ pub struct Options {
     pub web: WebConfig,
     /// SIGHUPs, registered at start-up so that one sent before [`run`] is a reload, not a kill.
     pub hangups: Hangups,
+    /// Open connections in all and per peer (`--web.max-connections`,
+    /// `--web.max-connections-per-peer`), and their deadlines.
+    pub connection_limits: server::ConnectionLimits,
 }
 
 /// Loads and validates the configuration, keeps the tasks of `shard`, and builds the client:
@@ -168,7 +171,14 @@ pub async fn run(
         headers,
         page_renders: tokio::sync::Semaphore::new(1),
     });
-    server::serve(listener, routes, tls, shutdown.clone()).await;
+    server::serve(
+        listener,
+        routes,
+        tls,
+        options.connection_limits,
+        shutdown.clone(),
+    )
+    .await;
 
     shutdown.cancel();
     if tokio::time::timeout(SCHEDULER_STOP_TIMEOUT, scheduler)

@@ -18,6 +18,7 @@ use tracing::info;
 use crate::app::{self, ConfigSource, LoadError, Options};
 use crate::logging::{LogFormat, LogLevel};
 use crate::scheduler::Active;
+use crate::server;
 use crate::shard::{Shard, ShardError};
 use crate::signals::Signals;
 use crate::web_config::{WebConfig, WebConfigError};
@@ -55,6 +56,22 @@ pub struct Flags {
     /// Requests served at once; more get 503. 0 means no limit.
     #[arg(long = "web.max-requests", value_name = "N", default_value_t = 40)]
     pub max_requests: usize,
+    /// Open connections at most; when full, an idle one is closed to make room for a new one.
+    #[arg(
+        long = "web.max-connections",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_CONNECTIONS as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// Open connections from one IP address at most; more are closed at once.
+    #[arg(
+        long = "web.max-connections-per-peer",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_PEER as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections_per_peer: u32,
     /// Path under which metrics are served.
     #[arg(
         long = "web.telemetry-path",
@@ -204,6 +221,11 @@ async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
         max_requests: flags.max_requests,
         web,
         hangups,
+        connection_limits: server::ConnectionLimits {
+            total: flags.max_connections as usize,
+            per_peer: flags.max_connections_per_peer as usize,
+            ..server::ConnectionLimits::default()
+        },
     };
     app::run(source, active, listener, options, shutdown).await?;
     Ok(Outcome::Stopped)
@@ -247,6 +269,12 @@ async fn start(
     })
 }
 
+/// Connections the kernel queues for the accept loop. A flood's reconnecting sockets arrive in
+/// waves; a wave that overflows the queue makes the kernel drop SYNs, and a scraper whose SYN
+/// is dropped waits a 1 s retransmit. Go servers (Prometheus among them) ask for the same; the
+/// kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `address`. `:PORT` means every interface (IPv6 and IPv4 where the host allows).
 pub async fn bind(address: &str) -> Result<TcpListener, CliError> {
     let err = |source| CliError::Listen {
@@ -258,12 +286,29 @@ pub async fn bind(address: &str) -> Result<TcpListener, CliError> {
             .parse()
             .map_err(|_| err(io::Error::new(io::ErrorKind::InvalidInput, "invalid port")))?;
         let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
-        return match TcpListener::bind(any6).await {
+        return match listen(any6) {
             Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
-                .await
-                .map_err(err),
+            Err(_) => listen(SocketAddr::from(([0, 0, 0, 0], port))).map_err(err),
         };
     }
-    TcpListener::bind(address).await.map_err(err)
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+    for addr in tokio::net::lookup_host(address).await.map_err(err)? {
+        match listen(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`], reusing the address as `TcpListener::bind` does.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

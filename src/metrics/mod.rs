@@ -9,6 +9,7 @@
 //!   entries to clean up.
 
 pub mod exposition;
+pub mod web;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -55,6 +56,8 @@ pub struct Metrics {
     /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
     /// capped like any other.
     error_codes: Mutex<HashSet<String>>,
+    /// The HTTP server's connection metrics ([`web`]).
+    pub web: web::WebMetrics,
 }
 
 impl Metrics {
@@ -209,6 +212,7 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metric names are unique");
+        let web = web::WebMetrics::register(&registry);
         Metrics {
             registry,
             api_requests,
@@ -228,6 +232,7 @@ impl Metrics {
             reload_ok,
             reload_ok_time,
             error_codes: Mutex::new(HashSet::new()),
+            web,
         }
     }
 

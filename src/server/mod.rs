@@ -10,27 +10,35 @@
 //! | anything else | 404 (405 for a known path with a wrong method) |
 //!
 //! The server only reads the state; it never talks to the sandbox. Each connection runs in its
-//! own task with a header-read timeout, so a stalled client cannot pin it; open connections
-//! and requests in progress are capped (beyond `--web.max-requests`, 503), so slow or numerous
-//! clients cannot starve scrapes. `/metrics` is gzip-compressed when the client asks for it, as
-//! Prometheus does.
+//! own task. Connections go through a table ([`connections`]): each peer address holds at most
+//! `--web.max-connections-per-peer` (more are closed at accept, never queued), the whole table
+//! at most `--web.max-connections` (when full, an idle connection is evicted to make room), and
+//! a connection must send its first request's headers within [`FIRST_REQUEST_TIMEOUT`] and each
+//! later one within [`IDLE_TIMEOUT`] of the previous answer. The accept loop never waits on any
+//! of this, so one peer's flood of slow or idle sockets cannot keep another peer's scrape out.
+//! Requests in progress are capped too (beyond `--web.max-requests`, 503). `/metrics` is
+//! gzip-compressed when the client asks for it, as Prometheus does.
 //!
 //! With `--web.config.file` ([`crate::web_config`]) connections are TLS (certificates re-read
 //! when they change on disk), every request must carry valid basic-auth credentials, and the
 //! configured security headers are added to every answer.
 
+mod connections;
 mod landing;
 mod scrape;
 
 use std::convert::Infallible;
 use std::io;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::channel::Channel;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -38,23 +46,38 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::metrics::web::Rejection;
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::web_config::{AuthResult, BasicAuth, TlsAcceptorCache, WebConfig, WWW_AUTHENTICATE};
 
-/// A client must send its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub use connections::Limits as ConnectionLimits;
+
+/// From accept to the first request's complete headers, TLS handshake included. Prometheus
+/// sends its request at once; only a stalled or hostile client needs longer.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// From an answer to the next request's complete headers on a kept-alive connection. Past it
+/// the connection is closed; a scraper with a longer interval reconnects, at the cost of one
+/// handshake.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `--web.max-connections`'s default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// `--web.max-connections-per-peer`'s default: far above what Prometheus (one connection per
+/// target) or a browser (six) opens, far below the table, so several flooding peers are needed
+/// to fill it.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
 
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Open connections at most; further ones wait in the kernel's backlog until one closes.
-const MAX_CONNECTIONS: usize = 512;
 
 /// A reload asked for over HTTP; the answer is `Ok(summary)` or `Err(problems)`.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
@@ -120,23 +143,143 @@ impl Routes {
 /// A whole body, or `/metrics` streamed as it renders ([`scrape`]).
 type Body = Either<Full<Bytes>, Channel<Bytes, io::Error>>;
 
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            total: DEFAULT_MAX_CONNECTIONS,
+            per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            first_request: FIRST_REQUEST_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The connection table shared by the accept loop and every connection task. The lock is
+/// held for a table update only, never across an `.await`.
+struct Connections {
+    table: Mutex<connections::Table<Arc<Notify>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Connections {
+    fn table(&self) -> MutexGuard<'_, connections::Table<Arc<Notify>>> {
+        // The table's updates cannot panic midway; a poisoned lock still holds a valid table.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits or refuses a connection just accepted; closes the idle one evicted for it.
+    fn admit(&self, peer: SocketAddr) -> Option<Tracker> {
+        let wake = Arc::new(Notify::new());
+        let (admission, open) = {
+            let mut table = self.table();
+            let admission = table.admit(peer.ip(), Instant::now(), Arc::clone(&wake));
+            (admission, table.len())
+        };
+        self.metrics.web.set_open(open);
+        match admission {
+            connections::Admission::Admitted { id, evicted } => {
+                if let Some(victim) = evicted {
+                    self.metrics.web.record_rejection(Rejection::EvictedIdle);
+                    victim.notify_one();
+                }
+                Some(Tracker { id, wake })
+            }
+            connections::Admission::Refused(refusal) => {
+                let reason = match refusal {
+                    connections::Refusal::PerPeerLimit => Rejection::PerPeerLimit,
+                    connections::Refusal::Full => Rejection::TableFull,
+                };
+                self.metrics.web.record_rejection(reason);
+                debug!(peer = %peer, reason = reason.as_str(), "connection refused");
+                None
+            }
+        }
+    }
+
+    fn remove(&self, id: connections::ConnId) {
+        let open = {
+            let mut table = self.table();
+            table.remove(id);
+            table.len()
+        };
+        self.metrics.web.set_open(open);
+    }
+}
+
+/// One admitted connection's place in the table.
+struct Tracker {
+    id: connections::ConnId,
+    /// Woken when the connection is evicted or its last answer is written, so its task
+    /// re-reads its deadline.
+    wake: Arc<Notify>,
+}
+
+/// Marks a connection as serving one request until dropped with the response body (written
+/// to the end, or abandoned).
+struct Serving {
+    connections: Arc<Connections>,
+    id: connections::ConnId,
+    wake: Arc<Notify>,
+}
+
+impl Serving {
+    fn begin(connections: &Arc<Connections>, tracker: &Tracker) -> Self {
+        connections.table().serving(tracker.id);
+        Serving {
+            connections: Arc::clone(connections),
+            id: tracker.id,
+            wake: Arc::clone(&tracker.wake),
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.connections.table().answered(self.id, Instant::now());
+        self.wake.notify_one();
+    }
+}
+
+/// A response body that keeps its connection marked as serving while hyper writes it.
+struct Tracked {
+    body: Body,
+    _serving: Serving,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Accepts connections until `shutdown`, then drains them within [`DRAIN_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
     routes: Arc<Routes>,
     tls: Option<Arc<TlsAcceptorCache>>,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections {
+        table: Mutex::new(connections::Table::new(limits)),
+        metrics: Arc::clone(&routes.metrics),
+    });
     loop {
-        let slot = tokio::select! {
-            s = Arc::clone(&connections).acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shutdown.cancelled() => break,
@@ -150,35 +293,19 @@ pub async fn serve(
                 continue;
             }
         };
-        let routes = Arc::clone(&routes);
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let result = match tls {
-                None => serve_connection(stream, routes, watcher).await,
-                Some(tls) => {
-                    // The handshake shares the header deadline: a client that stalls in it
-                    // holds a connection slot no longer than one that stalls in its headers.
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.acceptor().accept(stream))
-                        .await
-                    {
-                        Ok(Ok(stream)) => serve_connection(stream, routes, watcher).await,
-                        Ok(Err(e)) => {
-                            debug!(peer = %peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(peer = %peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                debug!(peer = %peer, error = %e, "connection ended with an error");
-            }
-        });
+        // Refused: dropped here, closed at once.
+        let Some(tracker) = connections.admit(peer) else {
+            continue;
+        };
+        tokio::spawn(run_connection(
+            stream,
+            peer,
+            tracker,
+            Arc::clone(&connections),
+            Arc::clone(&routes),
+            tls.clone(),
+            graceful.watcher(),
+        ));
     }
     drop(listener);
     tokio::select! {
@@ -187,24 +314,105 @@ pub async fn serve(
     }
 }
 
+/// Runs one admitted connection (TLS handshake, then HTTP) until it ends, expires or is
+/// evicted, then takes it out of the table.
+async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tracker: Tracker,
+    connections: Arc<Connections>,
+    routes: Arc<Routes>,
+    tls: Option<Arc<TlsAcceptorCache>>,
+    watcher: Watcher,
+) {
+    let id = tracker.id;
+    let wake = Arc::clone(&tracker.wake);
+    let served = {
+        let connections = Arc::clone(&connections);
+        async move {
+            match tls {
+                None => serve_connection(stream, routes, connections, tracker, watcher).await,
+                Some(tls) => match tls.acceptor().accept(stream).await {
+                    Ok(stream) => {
+                        serve_connection(stream, routes, connections, tracker, watcher).await
+                    }
+                    Err(e) => {
+                        debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                },
+            }
+        }
+    };
+    let mut served = pin!(served);
+    loop {
+        let deadline = connections.table().deadline(id);
+        let until = match deadline {
+            connections::Deadline::Gone => {
+                debug!(peer = %peer, "idle connection evicted to make room");
+                break;
+            }
+            connections::Deadline::Serving => None,
+            connections::Deadline::At(at, expiry) if at <= Instant::now() => {
+                let reason = match expiry {
+                    connections::Expiry::FirstRequest => Rejection::HeaderTimeout,
+                    connections::Expiry::Idle => Rejection::IdleTimeout,
+                };
+                connections.metrics.web.record_rejection(reason);
+                debug!(peer = %peer, reason = reason.as_str(), "connection closed");
+                break;
+            }
+            connections::Deadline::At(at, _) => Some(at),
+        };
+        let expired = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut served => {
+                if let Err(e) = result {
+                    debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = wake.notified() => {}
+            () = expired => {}
+        }
+    }
+    connections.remove(id);
+}
+
 /// Serves HTTP/1.1 on one connection, plain or TLS, until it closes or the server drains.
-async fn serve_connection<I>(io: I, routes: Arc<Routes>, watcher: Watcher) -> hyper::Result<()>
+/// Deadlines are the connection table's ([`run_connection`]), not hyper's.
+async fn serve_connection<I>(
+    io: I,
+    routes: Arc<Routes>,
+    connections: Arc<Connections>,
+    tracker: Tracker,
+    watcher: Watcher,
+) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
+        let serving = Serving::begin(&connections, &tracker);
         let routes = Arc::clone(&routes);
         async move {
             let mut response = handle(&routes, req).await;
             for (name, value) in &routes.headers {
                 response.headers_mut().insert(name.clone(), value.clone());
             }
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                _serving: serving,
+            }))
         }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .serve_connection(TokioIo::new(io), service);
     watcher.watch(conn).await
 }

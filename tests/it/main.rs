@@ -8,6 +8,7 @@ mod counting;
 mod decoding;
 mod errors;
 mod faults;
+mod flood;
 mod lifecycle;
 mod pages;
 mod sharding;

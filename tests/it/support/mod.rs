@@ -195,6 +195,7 @@ impl Exporter {
             max_requests: 40,
             web: Default::default(),
             hangups: Hangups::none(),
+            connection_limits: Default::default(),
         };
         let run = app::run(source, active, listener, options, token.clone());
         let task = tokio::spawn(async move {
