@@ -8,6 +8,7 @@
 //!   from the sandbox, which suits a writer that escapes every value and keeps no registry
 //!   entries to clean up.
 
+pub mod appliance;
 pub mod exposition;
 
 use std::collections::HashSet;
@@ -52,6 +53,8 @@ pub struct Metrics {
     /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
     /// capped like any other.
     error_codes: Mutex<HashSet<String>>,
+    /// The fleet-wide pause and retry budget ([`appliance`]).
+    pub appliance: appliance::ApplianceMetrics,
 }
 
 impl Metrics {
@@ -190,6 +193,7 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metric names are unique");
+        let appliance = appliance::ApplianceMetrics::register(&registry);
         Metrics {
             registry,
             api_requests,
@@ -207,6 +211,7 @@ impl Metrics {
             reload_ok,
             reload_ok_time,
             error_codes: Mutex::new(HashSet::new()),
+            appliance,
         }
     }
 
