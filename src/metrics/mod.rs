@@ -8,6 +8,7 @@
 //!   from the sandbox, which suits a writer that escapes every value and keeps no registry
 //!   entries to clean up.
 
+pub mod appliance;
 pub mod exposition;
 pub mod web;
 
@@ -58,6 +59,8 @@ pub struct Metrics {
     error_codes: Mutex<HashSet<String>>,
     /// The HTTP server's connection metrics ([`web`]).
     pub web: web::WebMetrics,
+    /// The fleet-wide pause and retry budget ([`appliance`]).
+    pub appliance: appliance::ApplianceMetrics,
 }
 
 impl Metrics {
@@ -213,6 +216,7 @@ impl Metrics {
             ))
             .expect("process metric names are unique");
         let web = web::WebMetrics::register(&registry);
+        let appliance = appliance::ApplianceMetrics::register(&registry);
         Metrics {
             registry,
             api_requests,
@@ -233,6 +237,7 @@ impl Metrics {
             reload_ok_time,
             error_codes: Mutex::new(HashSet::new()),
             web,
+            appliance,
         }
     }
 

@@ -5,13 +5,15 @@
 //!   before spawning a poll, so the number of spawned polls is bounded too.
 //! - A task never has two polls at once: a poll still running when its next turn comes skips
 //!   that turn.
-//! - Every attempt passes the pause [`gate`] (401 or unreachable sandbox).
+//! - Every attempt passes the fleet-wide pause [`gate`] (401, `Retry-After`, or a sandbox
+//!   unreachable or failing), and every retry the fleet-wide retry [`budget`].
 //! - A reload ([`Active`] sent over a watch channel) keeps the phase of tasks that stay, polls
 //!   added tasks promptly (spread over a few seconds) and forgets removed ones; running polls
 //!   finish with the settings they started with.
 //! - A panic inside one poll is contained: it is logged and counted, and the task is polled
 //!   again at its next turn.
 
+pub mod budget;
 pub mod gate;
 pub mod plan;
 pub mod poll;
@@ -33,6 +35,7 @@ use crate::config::{Config, TaskId};
 use crate::metrics::Metrics;
 use crate::sandbox::{Downloads, SandboxClient};
 use crate::state::State;
+use budget::RetryBudget;
 use gate::{Gate, PauseChange};
 use poll::{PollContext, PollEnd};
 use ring::Ring;
@@ -169,13 +172,14 @@ impl Drop for PollGuard {
 fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
     for change in &end.pause_changes {
         match change {
-            PauseChange::Paused { reason, delay } => warn!(
-                reason = reason.describe(),
-                pause_s = delay.as_secs(),
-                "pausing all polling"
+            PauseChange::Paused { reason, delay } => info!(
+                reason = reason.as_str(),
+                why = reason.describe(),
+                delay_s = delay.as_secs_f64(),
+                "polling paused"
             ),
             PauseChange::Resumed { after } => {
-                info!(after = after.describe(), "polling resumed")
+                info!(after = after.as_str(), "polling resumed")
             }
         }
     }
@@ -256,8 +260,8 @@ impl Dispatcher {
     }
 }
 
-/// Builds the poll context for `active`, keeping the concurrency semaphore and the pause gate
-/// of `previous` when the settings they depend on did not change.
+/// Builds the poll context for `active`, keeping the concurrency semaphore, the pause gate and
+/// the retry budget of `previous` when the settings they depend on did not change.
 fn context(
     active: &Active,
     previous: Option<&Arc<PollContext>>,
@@ -271,14 +275,23 @@ fn context(
         _ => Arc::new(Semaphore::new(concurrency)),
     };
     // New sandbox settings (say, a rotated password) deserve a fresh try at once.
-    let gate = match previous {
-        Some(p) if p.sandbox == config.sandbox => Arc::clone(&p.gate),
-        _ => Arc::new(Gate::new(retry.initial_interval, retry.max_interval)),
+    let (gate, budget) = match previous {
+        Some(p) if p.sandbox == config.sandbox => (Arc::clone(&p.gate), Arc::clone(&p.budget)),
+        _ => (
+            Arc::new(Gate::new(
+                retry.initial_interval,
+                retry.max_interval,
+                Arc::clone(&metrics),
+            )),
+            Arc::new(RetryBudget::new()),
+        ),
     };
     PollContext {
         client: active.client.clone(),
         retry,
         gate,
+        budget,
+        interval: config.polling.interval,
         permits,
         metrics,
         concurrency,

@@ -1,13 +1,23 @@
-//! One poll of one task: attempts with retries and backoff, through the pause gate, ending in
-//! a [`PollReport`] for the state.
+//! One poll of one task: attempts with retries and backoff, through the pause gate and the
+//! retry budget, ending in a [`PollReport`] for the state.
+//!
+//! - Every attempt asks the [`Gate`] first; a poll refused by it fails at once with
+//!   "polling paused: …", so its task reads down and its age keeps growing.
+//! - A retry is sent only if the error is retryable, the fleet-wide [`RetryBudget`] has room,
+//!   and no pause would still hold when the retry is due (a poll that waits out its own
+//!   `Retry-After` may then be the probe that ends the hold).
+//! - Retries never start later than the interval less the attempt timeout ([`RetrySchedule`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::budget::RetryBudget;
 use super::gate::{Admission, Gate, PauseChange, PauseReason};
 use crate::config::{RetryConfig, TaskId};
 use crate::metrics::Metrics;
@@ -21,6 +31,9 @@ pub struct PollContext {
     pub client: SandboxClient,
     pub retry: RetryConfig,
     pub gate: Arc<Gate>,
+    pub budget: Arc<RetryBudget>,
+    /// The polling interval: no poll's retries outlast it.
+    pub interval: Duration,
     pub permits: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
     /// The settings the semaphore and gate were made for, to tell on reload whether to keep them.
@@ -47,7 +60,7 @@ pub async fn poll(
     shutdown: &CancellationToken,
 ) -> Option<PollEnd> {
     let started = Instant::now();
-    let mut schedule = RetrySchedule::new(&ctx.retry);
+    let mut schedule = RetrySchedule::new(&ctx.retry, ctx.interval, ctx.sandbox.timeout);
     let mut permit = Some(first_permit);
     let mut attempts = 0u32;
     let mut pause_changes = Vec::new();
@@ -69,6 +82,8 @@ pub async fn poll(
         };
         if attempts > 0 {
             ctx.metrics.record_retry();
+        } else {
+            ctx.budget.record_first();
         }
         attempts += 1;
         let attempt: Attempt = tokio::select! {
@@ -91,11 +106,20 @@ pub async fn poll(
         match attempt.result {
             Ok(downloads) => break (status, Ok(downloads)),
             Err(e) => {
-                let retry = e.retryable() && ctx.gate.current().is_none();
-                let delay = if retry {
-                    schedule.next_delay(attempt.retry_after)
+                let delay = if e.retryable() {
+                    schedule
+                        .next_delay(attempt.retry_after)
+                        .filter(|delay| ctx.gate.current().is_none_or(|(_, left)| left <= *delay))
                 } else {
                     None
+                };
+                let delay = match delay {
+                    Some(_) if !ctx.budget.try_retry() => {
+                        ctx.metrics.appliance.record_retry_budget_exhausted();
+                        debug!(task_id = %task, error = %e, "retry budget spent; giving up");
+                        None
+                    }
+                    delay => delay,
                 };
                 match delay {
                     Some(delay) => {
@@ -126,10 +150,11 @@ pub async fn poll(
 fn paused(reason: PauseReason, remaining: Duration) -> (u16, Result<Downloads, String>) {
     let status = match reason {
         PauseReason::Unauthorized => 401,
-        PauseReason::Unreachable => 0,
+        PauseReason::Unavailable | PauseReason::RetryAfter => 0,
     };
     let message = format!(
-        "polling paused: {}; next try in {}s",
+        "polling paused: {} ({}); next try in {}s",
+        reason.as_str(),
         reason.describe(),
         remaining.as_secs().max(1)
     );

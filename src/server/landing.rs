@@ -1,4 +1,5 @@
-//! The landing page: what an operator sees when they open the exporter in a browser.
+//! The landing page: what an operator sees when they open the exporter in a browser. It leads
+//! with the state of polling: running, or paused for the whole fleet (why, and until when).
 //!
 //! Every value shown passes through [`escape`]; file names and rule names come from malware.
 //! The page carries no script and is served with a CSP that forbids any.
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Routes;
+use crate::scheduler::gate::PauseReason;
 use crate::state::{State, TaskRow};
 use crate::zone::DangerZone;
 
@@ -20,6 +22,7 @@ pub struct Page {
     state: Arc<State>,
     telemetry_path: String,
     banner: Option<String>,
+    pause: Option<(PauseReason, SystemTime)>,
 }
 
 impl From<&Routes> for Page {
@@ -28,6 +31,7 @@ impl From<&Routes> for Page {
             state: Arc::clone(&routes.state),
             telemetry_path: routes.telemetry_path.clone(),
             banner: routes.banner.clone(),
+            pause: routes.metrics.appliance.pause(),
         }
     }
 }
@@ -59,6 +63,7 @@ fn render(routes: &Page) -> String {
         page,
         r#"<ul><li><a href="{path}">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>"#
     );
+    page.push_str(&pause_line(routes.pause, SystemTime::now()));
     let view = routes.state.read();
     let _ = writeln!(
         page,
@@ -149,6 +154,25 @@ fn render(routes: &Page) -> String {
     page
 }
 
+/// One paragraph on the fleet-wide pause: `krs_api_paused` in words.
+fn pause_line(pause: Option<(PauseReason, SystemTime)>, now: SystemTime) -> String {
+    match pause {
+        None => "<p id=\"polling\" class=\"up\">Polling: running.</p>\n".to_string(),
+        Some((reason, until)) => {
+            let left = until.duration_since(now).unwrap_or_default();
+            format!(
+                "<p id=\"polling\" class=\"down\"><strong>Polling paused for every task</strong> \
+                 (reason <code>{}</code>: {}). One probe is sent after {} (in {} s); \
+                 the rest wait for its answer.</p>\n",
+                reason.as_str(),
+                escape(reason.describe()),
+                timestamp(until),
+                left.as_secs(),
+            )
+        }
+    }
+}
+
 fn state_cell(task: &TaskRow) -> &'static str {
     match (task.last_poll, task.up) {
         (None, _) => "<td>pending</td>",
@@ -180,6 +204,20 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_pause_line_names_the_reason_and_the_next_probe() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert!(pause_line(None, now).contains("Polling: running."));
+        let held = pause_line(
+            Some((PauseReason::RetryAfter, now + Duration::from_secs(120))),
+            now,
+        );
+        assert!(held.contains("Polling paused for every task"), "{held}");
+        assert!(held.contains("<code>retry_after</code>"), "{held}");
+        assert!(held.contains("(in 120 s)"), "{held}");
+    }
 
     #[test]
     fn markup_in_values_is_escaped() {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod appliance;
 mod cli;
 mod counting;
 mod decoding;
