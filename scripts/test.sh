@@ -23,6 +23,12 @@ step() { printf '\n==> %s\n' "$*"; }
 
 apt_install prometheus prometheus-alertmanager python3 wrk curl
 
+# Where cargo puts binaries: CARGO_TARGET_DIR, a config file or the default, as cargo resolves it.
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin_dir="$target_dir/debug"
+export KRS_EXPORTER_BIN="$bin_dir/krs-exporter"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -37,10 +43,10 @@ scripts/validate-deploy.sh
 
 step "end to end: simulator, exporter, Prometheus, Alertmanager"
 cargo build --locked --bins
-python3 scripts/e2e.py --bin-dir target/debug
+python3 scripts/e2e.py --bin-dir "$bin_dir"
 
 step "end to end, sharded: three shards and a spare replica equal one unsharded exporter"
-python3 scripts/e2e-sharded.py --bin-dir target/debug
+python3 scripts/e2e-sharded.py --bin-dir "$bin_dir"
 
 step "load on the exporter's endpoints (wrk): scrapes keep answering, polling goes on"
-python3 scripts/endpoint_load.py --bin-dir target/debug
+python3 scripts/endpoint_load.py --bin-dir "$bin_dir"
