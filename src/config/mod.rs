@@ -31,7 +31,6 @@ mod raw;
 mod reader;
 mod task_id;
 mod validate;
-mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -228,7 +227,8 @@ impl Config {
             path: source.to_path_buf(),
             problems,
         };
-        let root = yaml::parse(text).map_err(|e| invalid(vec![Problem::new("", e.to_string())]))?;
+        let root =
+            krs_yaml::parse(text).map_err(|e| invalid(vec![Problem::new("", e.to_string())]))?;
         let mut problems = problem::Problems::default();
         let raw = raw::read(&root, env, &mut problems);
         let config = validate::validate(raw, source, &mut problems);
