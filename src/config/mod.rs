@@ -40,9 +40,9 @@ use std::time::Duration;
 pub use problem::{Problem, MAX_SHOWN_CHARS};
 pub use task_id::TaskId;
 
-use crate::file::{read_capped_to_string, ReadError};
 use crate::secret::Secret;
 use crate::zone::DangerZone;
+use krs_web_config::file::{read_capped_to_string, ReadError};
 
 /// Configuration files larger than this are refused: 100,000 tasks with names and a label take
 /// about 10 MiB, and a file replaced by a link to an endless device must not grow memory without

