@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use krs_exporter::app::{self, ConfigSource, Options};
 use krs_exporter::shard::Shard;
-use krs_exporter::simulator::{self, Fault, Scenario, SimFile, SimTask};
+use krs_sandbox_sim::{self as simulator, Fault, Scenario, SimFile, SimTask};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

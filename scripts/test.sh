@@ -33,16 +33,16 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
-step "cargo test (unit and integration)"
-cargo test --locked
+step "cargo test (unit and integration, every crate of the workspace)"
+cargo test --locked --workspace
 
 step "deployment files: rules, dashboards, Kubernetes, compose, Dockerfile, systemd"
 scripts/validate-deploy.sh
 
 step "end to end: simulator, exporter, Prometheus, Alertmanager"
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 python3 scripts/e2e.py --bin-dir "$bin_dir"
 
 step "end to end, sharded: three shards and a spare replica equal one unsharded exporter"

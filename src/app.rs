@@ -23,7 +23,7 @@ use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
 use crate::signals::Hangups;
 use crate::state::{State, WatchList};
-use crate::web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
+use krs_web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
 
 /// How long shutdown waits for the scheduler after the server has drained.
 const SCHEDULER_STOP_TIMEOUT: Duration = Duration::from_secs(4);

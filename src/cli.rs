@@ -21,7 +21,7 @@ use crate::scheduler::Active;
 use crate::server;
 use crate::shard::{Shard, ShardError};
 use crate::signals::Signals;
-use crate::web_config::{WebConfig, WebConfigError};
+use krs_web_config::{WebConfig, WebConfigError};
 
 /// Prometheus exporter for Kaspersky Research Sandbox.
 #[derive(Debug, Parser)]
@@ -180,7 +180,7 @@ struct Started {
     web: WebConfig,
     banner: Option<String>,
     /// Kept alive while the daemon runs: the simulator of `--demo`.
-    _demo: Option<crate::demo::Demo>,
+    _demo: Option<DemoGuard>,
 }
 
 /// Registers signals, then starts up and runs until SIGTERM/SIGINT. A SIGTERM during start-up
@@ -231,6 +231,36 @@ async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
     Ok(Outcome::Stopped)
 }
 
+#[cfg(feature = "demo")]
+type DemoGuard = crate::demo::Demo;
+#[cfg(not(feature = "demo"))]
+type DemoGuard = std::convert::Infallible;
+
+/// `--demo`: the simulated sandbox in-process and the configuration that watches it.
+#[cfg(feature = "demo")]
+async fn start_demo(
+    shutdown: CancellationToken,
+) -> Result<(ConfigSource, String, DemoGuard), CliError> {
+    let demo = crate::demo::start(shutdown)
+        .await
+        .map_err(|e| CliError::Demo(e.to_string()))?;
+    let banner = format!(
+        "Demo mode: polling the built-in simulated sandbox at {}",
+        demo.base_url()
+    );
+    let source = ConfigSource::Fixed(Box::new(demo.config.clone()));
+    Ok((source, banner, demo))
+}
+
+#[cfg(not(feature = "demo"))]
+async fn start_demo(
+    _shutdown: CancellationToken,
+) -> Result<(ConfigSource, String, DemoGuard), CliError> {
+    Err(CliError::Demo(
+        "this build has no demo: it was built without the `demo` feature".to_owned(),
+    ))
+}
+
 /// Loads the web configuration and the configuration (on blocking threads) and binds.
 async fn start(
     flags: &Flags,
@@ -242,18 +272,8 @@ async fn start(
         None => WebConfig::default(),
     };
     let (source, banner, demo) = if flags.demo {
-        let demo = crate::demo::start(shutdown)
-            .await
-            .map_err(|e| CliError::Demo(e.to_string()))?;
-        let banner = format!(
-            "Demo mode: polling the built-in simulated sandbox at {}",
-            demo.base_url()
-        );
-        (
-            ConfigSource::Fixed(Box::new(demo.config.clone())),
-            Some(banner),
-            Some(demo),
-        )
+        let (source, banner, demo) = start_demo(shutdown).await?;
+        (source, Some(banner), Some(demo))
     } else {
         (ConfigSource::File(flags.config_file.clone()), None, None)
     };

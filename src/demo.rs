@@ -13,7 +13,7 @@ use crate::config::{
     Config, MetricsConfig, PollingConfig, RetryConfig, SandboxConfig, TaskId, TaskLabels, TaskSpec,
 };
 use crate::secret::Secret;
-use crate::simulator::{self, Scenario, SimHandle};
+use krs_sandbox_sim::{self as simulator, Scenario, SimHandle};
 
 /// The demo polls often so that the scenario's timeline (a Red file at about one minute, a zone
 /// change at ninety seconds) shows within two minutes.

@@ -13,11 +13,17 @@
 //!   └── app (reload, shutdown) ◄── SIGHUP / POST /-/reload             └─► landing ───┘
 //! ```
 //!
+//! Beside this crate, the workspace holds the crates it reads through:
+//! - `krs_web_config`: `--web.config.file` (TLS, client certificates, basic auth, headers), and
+//!   reading operator-named files (regular files only, capped, never blocking);
+//! - `krs_yaml`: the one YAML boundary (used by [`config`], `krs_web_config` and the simulator);
+//! - `krs_sandbox_sim`: the simulated sandbox, linked only for [`demo`] (feature `demo`) and by
+//!   the tests, benchmarks and load harness.
+//!
 //! | module | owns |
 //! |---|---|
 //! | [`cli`] | flags, the top-level flow, exit codes |
 //! | [`config`] | the YAML file: parsing, `${VAR}` expansion, validation into [`config::Config`] |
-//! | [`file`] | reading operator-named files: regular files only, size-capped, never blocking |
 //! | [`app`] | wiring, reloads, the shutdown path |
 //! | [`scheduler`] | when each task is polled, concurrency, retries, the pause gate |
 //! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
@@ -25,21 +31,19 @@
 //! | [`state`] | per-task records, baselines for the fleet counters |
 //! | [`metrics`] | the metrics contract and the exposition text |
 //! | [`server`] | HTTP routes and the landing page |
-//! | [`web_config`] | `--web.config.file`: TLS, client certificates, basic auth, extra headers |
 //! | [`signals`] | SIGTERM/SIGINT and SIGHUP, registered before anything else |
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |
 //! | [`labels`] | hygiene for strings that come from the sandbox |
 //! | [`logging`] | logfmt / JSON log output |
 //! | [`blocking`] | CPU-heavy work (decoding, digesting a poll) off the async workers, bounded |
-//! | [`simulator`] | a fake sandbox for the demo, tests and benchmarks |
-//! | [`demo`] | `--demo`: the simulator in-process with a bundled scenario |
+//! | [`demo`] | `--demo`: the simulator (the `krs-sandbox-sim` crate, feature `demo`) in-process with a bundled scenario |
 
 pub mod app;
 pub mod blocking;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod file;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
@@ -50,7 +54,5 @@ pub mod secret;
 pub mod server;
 pub mod shard;
 pub mod signals;
-pub mod simulator;
 pub mod state;
-pub mod web_config;
 pub mod zone;

@@ -46,7 +46,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use krs_exporter::simulator::{self, Scenario, SimFile, SimTask};
+use krs_sandbox_sim::{self as simulator, Scenario, SimFile, SimTask};
 use tokio_util::sync::CancellationToken;
 
 use report::{Report, Round};

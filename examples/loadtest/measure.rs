@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use krs_exporter::simulator::RequestRecord;
+use krs_sandbox_sim::RequestRecord;
 use serde::Serialize;
 
 use crate::fleet;

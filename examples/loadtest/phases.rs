@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use krs_exporter::simulator::SimHandle;
+use krs_sandbox_sim::SimHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::floor::FloorOutcome;

@@ -31,7 +31,6 @@ mod raw;
 mod reader;
 mod task_id;
 mod validate;
-mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,9 +40,9 @@ use std::time::Duration;
 pub use problem::{Problem, MAX_SHOWN_CHARS};
 pub use task_id::TaskId;
 
-use crate::file::{read_capped_to_string, ReadError};
 use crate::secret::Secret;
 use crate::zone::DangerZone;
+use krs_web_config::file::{read_capped_to_string, ReadError};
 
 /// Configuration files larger than this are refused: 100,000 tasks with names and a label take
 /// about 10 MiB, and a file replaced by a link to an endless device must not grow memory without
@@ -228,7 +227,8 @@ impl Config {
             path: source.to_path_buf(),
             problems,
         };
-        let root = yaml::parse(text).map_err(|e| invalid(vec![Problem::new("", e.to_string())]))?;
+        let root =
+            krs_yaml::parse(text).map_err(|e| invalid(vec![Problem::new("", e.to_string())]))?;
         let mut problems = problem::Problems::default();
         let raw = raw::read(&root, env, &mut problems);
         let config = validate::validate(raw, source, &mut problems);

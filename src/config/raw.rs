@@ -10,7 +10,7 @@
 use super::expand::Env;
 use super::problem::Problems;
 use super::reader::{key_path, Reader, Reveal, Section};
-use super::yaml::Value;
+use krs_yaml::Value;
 
 /// What the file says about one field.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,7 +7,7 @@
 use super::expand::{expand, Env, ExpandError};
 use super::problem::{escape, Problem, Problems, MAX_SHOWN_CHARS};
 use super::raw::{Field, Slot};
-use super::yaml::Value;
+use krs_yaml::Value;
 
 /// Whether `s` is `[A-Za-z_][A-Za-z0-9_]*`: a Prometheus label name, and a key printable bare
 /// in a field path.

@@ -94,3 +94,13 @@ impl Drop for TempDir {
 }
 
 pub(crate) const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+/// Makes a FIFO at `path` (no writer will ever open it).
+pub(crate) fn mkfifo(path: &Path) -> PathBuf {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+    path.to_path_buf()
+}

@@ -169,7 +169,7 @@ fn garbage_values_are_escaped_and_truncated_in_problems() {
 #[test]
 fn a_configuration_file_that_is_a_fifo_or_a_device_is_refused_at_once() {
     let dir = TempDir::new();
-    let fifo = crate::file::tests::mkfifo(&dir.0.join("krs.yml"));
+    let fifo = crate::config::testing::mkfifo(&dir.0.join("krs.yml"));
     for path in [fifo.as_path(), Path::new("/dev/zero")] {
         let err = Config::load(path).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");

@@ -19,7 +19,7 @@
 //! Requests in progress are capped too (beyond `--web.max-requests`, 503). `/metrics` is
 //! gzip-compressed when the client asks for it, as Prometheus does.
 //!
-//! With `--web.config.file` ([`crate::web_config`]) connections are TLS (certificates re-read
+//! With `--web.config.file` ([`krs_web_config`]) connections are TLS (certificates re-read
 //! when they change on disk), every request must carry valid basic-auth credentials, and the
 //! configured security headers are added to every answer.
 
@@ -55,7 +55,7 @@ use tracing::{debug, info, warn};
 use crate::metrics::web::Rejection;
 use crate::metrics::Metrics;
 use crate::state::State;
-use crate::web_config::{AuthResult, BasicAuth, TlsAcceptorCache, WebConfig, WWW_AUTHENTICATE};
+use krs_web_config::{AuthResult, BasicAuth, TlsAcceptorCache, WebConfig, WWW_AUTHENTICATE};
 
 pub use connections::Limits as ConnectionLimits;
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use krs_exporter::simulator::{Fault, SimFile, SimTask};
+use krs_sandbox_sim::{Fault, SimFile, SimTask};
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox, Scrape};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use krs_exporter::simulator::{ErrorBody, Fault, SimFile, SimTask};
+use krs_sandbox_sim::{ErrorBody, Fault, SimFile, SimTask};
 
 use crate::support::{
     binary, eventually, id, large_config, mkfifo, run_within, within, write_file, ConfigYaml,

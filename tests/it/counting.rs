@@ -1,6 +1,6 @@
 //! Baseline semantics of the fleet counters: what was there at the first poll is not new.
 
-use krs_exporter::simulator::{SimFile, SimTask};
+use krs_sandbox_sim::{SimFile, SimTask};
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox, Scrape};
 

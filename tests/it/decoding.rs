@@ -1,6 +1,6 @@
 //! Every response shape and spelling the sandbox may use ends up as the same metrics.
 
-use krs_exporter::simulator::{Fault, KeyCase, Shape, SimFile, SimTask};
+use krs_sandbox_sim::{Fault, KeyCase, Shape, SimFile, SimTask};
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox};
 

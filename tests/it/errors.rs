@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use krs_exporter::simulator::{ErrorBody, Fault, Scenario, SimFile, SimTask};
+use krs_sandbox_sim::{ErrorBody, Fault, Scenario, SimFile, SimTask};
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox, Scrape, PASSWORD, USER};
 

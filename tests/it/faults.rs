@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use krs_exporter::simulator::{Fault, SimFile, SimTask};
+use krs_sandbox_sim::{Fault, SimFile, SimTask};
 
 use crate::support::{
     eventually, id, within, write_file, ConfigYaml, Exporter, Process, Sandbox, Scrape, PASSWORD,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use krs_exporter::simulator::SimTask;
+use krs_sandbox_sim::SimTask;
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox};
 
@@ -131,7 +131,7 @@ async fn stopping_cancels_slow_polls_and_finishes_within_a_few_seconds() {
     within(async {
         let a = id(56);
         let task = SimTask::new(&a)
-            .fault(krs_exporter::simulator::Fault::delay(Duration::from_secs(30)).times(100));
+            .fault(krs_sandbox_sim::Fault::delay(Duration::from_secs(30)).times(100));
         let sandbox = Sandbox::start(vec![task]).await;
         let mut config = ConfigYaml::new(&sandbox.url(), &[&a]);
         config.interval = "60s";

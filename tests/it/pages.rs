@@ -1,6 +1,6 @@
 //! What `/metrics` and `/` show when the sandbox sends hostile strings.
 
-use krs_exporter::simulator::{SimFile, SimTask};
+use krs_sandbox_sim::{SimFile, SimTask};
 
 use crate::support::{id, promtool_check_metrics, within, ConfigYaml, Exporter, Sandbox};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use krs_exporter::shard::Shard;
-use krs_exporter::simulator::{SimFile, SimTask};
+use krs_sandbox_sim::{SimFile, SimTask};
 
 use crate::support::{id, within, ConfigYaml, Exporter, Sandbox, Scrape};
 

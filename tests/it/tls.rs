@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use krs_exporter::simulator::SimTask;
+use krs_sandbox_sim::SimTask;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
     SanType,

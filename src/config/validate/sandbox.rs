@@ -9,8 +9,8 @@ use super::{duration, optional, required, unsigned, MIN_POSITIVE};
 use crate::config::problem::Problems;
 use crate::config::raw::{RawSandbox, Slot};
 use crate::config::SandboxConfig;
-use crate::file::read_capped;
 use crate::secret::Secret;
+use krs_web_config::file::read_capped;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn a_fifo_or_device_as_password_file_or_ca_file_is_refused_naming_the_field_and_path() {
         let dir = TempDir::new();
-        let fifo = crate::file::tests::mkfifo(&dir.0.join("fifo"));
+        let fifo = crate::config::testing::mkfifo(&dir.0.join("fifo"));
         let fifo = fifo.display();
         for (yaml, line) in [
             (

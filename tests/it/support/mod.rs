@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use krs_exporter::app::{self, ConfigSource, Options};
 use krs_exporter::shard::Shard;
 use krs_exporter::signals::Hangups;
-use krs_exporter::simulator::{self, Scenario, SimHandle, SimTask};
+use krs_sandbox_sim::{self as simulator, Scenario, SimHandle, SimTask};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,6 @@
-//! Reading the files an operator names — the configuration file, `password_file`, `ca_file`,
-//! the web config and its certificate, key and client CA — so that no such file can wedge or
-//! exhaust the daemon.
+//! Reading the files an operator names (a configuration, a password file, the web config and
+//! its certificate, key and client CA) so that no such file can wedge or exhaust the process
+//! that reads it.
 //!
 //! Rules, each enforced by [`read_capped`]:
 //! - Only regular files are read; symlinks are followed, so a link to a regular file is fine.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rcgen::SanType;
 
 use super::*;
-use crate::web_config::test_support::{spawn_tls_server, within, write, Ca, Client, Leaf};
-use crate::web_config::WebConfig;
+use crate::test_support::{spawn_tls_server, within, write, Ca, Client, Leaf};
+use crate::WebConfig;
 
 /// Writes the server certificate, key and (optionally) client CA plus a web-config file that
 /// names them, and returns an acceptor cache built from it.

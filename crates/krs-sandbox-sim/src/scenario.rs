@@ -214,7 +214,7 @@ pub enum ScenarioError {
     Yaml {
         path: Option<PathBuf>,
         #[source]
-        source: serde_yaml::Error,
+        source: krs_yaml::DeError,
     },
     #[error("{}{field}: {message}", in_file(path.as_deref()))]
     Invalid {

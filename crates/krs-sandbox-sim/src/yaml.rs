@@ -14,7 +14,7 @@ use super::scenario::{
 /// Parse and validate a YAML scenario.
 pub(super) fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     let raw: RawScenario =
-        serde_yaml::from_str(text).map_err(|source| ScenarioError::Yaml { path: None, source })?;
+        krs_yaml::from_str(text).map_err(|source| ScenarioError::Yaml { path: None, source })?;
     raw.into_scenario()
 }
 

@@ -5,12 +5,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use krs_exporter::logging::{self, LogFormat, LogLevel};
-use krs_exporter::signals::Termination;
-use krs_exporter::simulator::{self, Scenario};
+use clap::{Parser, ValueEnum};
+use krs_sandbox_sim::{self as simulator, Scenario};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use tracing_subscriber::filter::LevelFilter;
 
 /// A simulated Kaspersky Research Sandbox API.
 #[derive(Debug, Parser)]
@@ -28,9 +27,69 @@ struct Flags {
     log_format: LogFormat,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// `key=value` text lines.
+    Logfmt,
+    Json,
+}
+
+/// Logs to stderr at `level`, as text or one JSON object per line.
+fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error => LevelFilter::ERROR,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match format {
+        LogFormat::Logfmt => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Registers SIGTERM and SIGINT now (inside the runtime); the future resolves on either.
+fn termination() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        async move {
+            match signals {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    logging::init(flags.log_level, flags.log_format);
+    init_logging(flags.log_level, flags.log_format);
     let scenario = match &flags.scenario {
         Some(path) => match Scenario::from_file(path) {
             Ok(s) => s,
@@ -49,7 +108,9 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let mut termination = Termination::install();
+        // Registered before binding, so a signal from a supervisor that sees the port open
+        // is never lost.
+        let termination = termination();
         let listener = match tokio::net::TcpListener::bind(&flags.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -66,7 +127,7 @@ fn main() -> ExitCode {
             }
         };
         info!(address = %sim.addr(), "simulated sandbox listening");
-        termination.recv().await;
+        termination.await;
         shutdown.cancel();
         sim.closed().await;
         ExitCode::SUCCESS

@@ -39,8 +39,14 @@
 //! `Authorization` header (401 with [`WWW_AUTHENTICATE`] unless allowed) and add
 //! [`WebConfig::headers`] to every response, 401s included.
 
+/// The README's example, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;
+
 mod acceptor;
 mod basic_auth;
+pub mod file;
 mod go_names;
 mod headers;
 mod raw;

@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use krs_exporter::simulator::{self, Fault, Scenario, SimFile, SimTask};
+//! use krs_sandbox_sim::{self as simulator, Fault, Scenario, SimFile, SimTask};
 //! let scenario = Scenario::builder()
 //!     .credentials("exporter", "secret")
 //!     .task(
@@ -33,7 +33,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Scenario format and behaviour in detail: `docs/simulator.md`.
+//! Scenario format and behaviour in detail: the workspace's `docs/simulator.md`.
 
 mod body;
 mod control;
@@ -51,7 +51,7 @@ pub use scenario::{
 pub use server::start;
 
 /// The bundled demo scenario (`config/demo-scenario.yml`), as used by `krs-exporter --demo`.
-pub const DEMO_SCENARIO_YAML: &str = include_str!("../../config/demo-scenario.yml");
+pub const DEMO_SCENARIO_YAML: &str = include_str!("../../../config/demo-scenario.yml");
 
 /// A task id the demo exporter watches that the demo scenario does not contain ("never existed").
 pub const DEMO_MISSING_TASK_ID: &str = "3f1c9a2e-8b4d-4e6f-a1c3-5d7e9f0b2a4c";

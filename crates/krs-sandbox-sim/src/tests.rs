@@ -1010,7 +1010,7 @@ async fn a_hundred_thousand_tasks_load_and_answer() {
 
 #[test]
 fn the_bundled_demo_scenario_is_valid_and_shows_every_kind_of_activity() {
-    let scenario = Scenario::from_yaml_str(include_str!("../../config/demo-scenario.yml"))
+    let scenario = Scenario::from_yaml_str(include_str!("../../../config/demo-scenario.yml"))
         .expect("valid demo scenario");
     let tasks = scenario.tasks();
     assert!(tasks.len() >= 8, "{} tasks", tasks.len());
@@ -1060,7 +1060,7 @@ fn the_bundled_demo_scenario_is_valid_and_shows_every_kind_of_activity() {
 
 #[test]
 fn the_scenario_example_in_the_docs_is_valid() {
-    let docs = include_str!("../../docs/simulator.md");
+    let docs = include_str!("../../../docs/simulator.md");
     let section = docs
         .split("## Scenario file reference")
         .nth(1)

@@ -1,9 +1,16 @@
-//! The YAML boundary: the only file that names the YAML library.
+//! The YAML boundary of the krs-exporter workspace: the only code that names the YAML library.
 //!
-//! [`parse`] turns text into our own [`Value`] tree, so the rest of the config module never sees
-//! the library's types and swapping `serde_yaml` (deprecated) for a fork such as `serde_yaml_ng`
-//! touches this file alone. Merge keys (`<<: *defaults`) are applied here. The tree carries no
-//! source positions; only syntax errors do, as [`YamlError::line`] and [`YamlError::column`].
+//! `serde_yaml` is archived upstream; every YAML reader of the workspace (the exporter's
+//! configuration, the web configuration, the simulator's scenarios) goes through this crate, so
+//! swapping it for a fork such as `serde_yaml_ng` touches this file alone.
+//!
+//! - [`parse`] turns text into our own [`Value`] tree, for a reader that walks the document itself
+//!   to report every problem at once with its field path (the exporter's configuration). Merge
+//!   keys (`<<: *defaults`) are applied here. The tree carries no source positions; only syntax
+//!   errors do, as [`YamlError::line`] and [`YamlError::column`].
+//! - [`from_str`] deserialises straight into a `serde` type, for readers that derive their raw
+//!   types (`deny_unknown_fields` and friends); its [`DeError`] keeps the library's message and
+//!   position.
 
 use std::fmt;
 
@@ -32,6 +39,28 @@ pub struct YamlError {
     pub column: Option<usize>,
     /// What went wrong, without the position.
     pub message: String,
+}
+
+/// Why [`from_str`] failed: the library's message, which names the position when it knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeError {
+    message: String,
+}
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DeError {}
+impl std::error::Error for YamlError {}
+
+/// Deserialises one YAML document into `T`.
+pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DeError> {
+    serde_yaml::from_str(text).map_err(|e| DeError {
+        message: e.to_string(),
+    })
 }
 
 /// Parses one YAML document. An empty document (or one of only comments) is [`Value::Null`].

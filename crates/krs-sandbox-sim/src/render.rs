@@ -9,7 +9,6 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::scenario::{ErrorBody, KeyCase, ResponseFormat, Shape, SimFile};
-use crate::zone::DangerZone;
 
 /// Record keys in the order the vendor's example lists them, per [`KeyCase`].
 const PASCAL_KEYS: Keys = [
@@ -131,19 +130,19 @@ pub(super) fn task_params(id: &str, files: &[SimFile], elapsed: Duration) -> Vec
     let worst = files
         .iter()
         .filter(|f| f.after <= elapsed)
-        .map(|f| DangerZone::parse_lenient(f.zone_at(elapsed)))
+        .map(|f| Zone::parse(f.zone_at(elapsed)))
         .min()
-        .unwrap_or(DangerZone::Green);
+        .unwrap_or(Zone::Green);
     let pending = files
         .iter()
         .any(|f| f.after > elapsed || f.zone_changes.iter().any(|c| c.after > elapsed));
     let status = match worst {
         _ if pending => "Unknown",
-        DangerZone::Red => "Malware",
-        DangerZone::Orange => "Not trusted",
-        DangerZone::Yellow => "NotAVirus",
-        DangerZone::Green => "Clean",
-        DangerZone::Grey | DangerZone::Unknown => "Unknown",
+        Zone::Red => "Malware",
+        Zone::Orange => "Not trusted",
+        Zone::Yellow => "NotAVirus",
+        Zone::Green => "Clean",
+        Zone::Grey | Zone::Unknown => "Unknown",
     };
     let params = TaskParams {
         task_id: id,
@@ -163,9 +162,7 @@ impl Serialize for Record<'_> {
         };
         let [zone, md5, sha1, sha256, detections, name, size, file_type, https, yara] = *keys;
         let f = self.file;
-        let zone_value = if self.format.gray_spelling
-            && DangerZone::parse_lenient(self.zone) == DangerZone::Grey
-        {
+        let zone_value = if self.format.gray_spelling && Zone::parse(self.zone) == Zone::Grey {
             "Gray"
         } else {
             self.zone
@@ -221,5 +218,41 @@ impl Serialize for NamedRule<'_> {
         let mut map = serializer.serialize_map(Some(1))?;
         map.serialize_entry(self.key, self.rule)?;
         map.end()
+    }
+}
+
+/// A file's zone as the sandbox grades it, most dangerous first (the simulator's own reading of
+/// its scenario's zone strings: case-insensitive, `Gray` for `Grey`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Zone {
+    Red,
+    Orange,
+    Yellow,
+    Grey,
+    Green,
+    Unknown,
+}
+
+impl Zone {
+    fn parse(s: &str) -> Zone {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "red" => Zone::Red,
+            "orange" => Zone::Orange,
+            "yellow" => Zone::Yellow,
+            "grey" | "gray" => Zone::Grey,
+            "green" => Zone::Green,
+            _ => Zone::Unknown,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Zone::Red => "Red",
+            Zone::Orange => "Orange",
+            Zone::Yellow => "Yellow",
+            Zone::Grey => "Grey",
+            Zone::Green => "Green",
+            Zone::Unknown => "Unknown",
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use super::*;
-use crate::web_config::test_support::{hash, within};
+use crate::test_support::{hash, within};
 
 fn auth(users: &[(&str, &str)]) -> BasicAuth {
     let users = users

@@ -18,7 +18,7 @@ pub(super) struct RawWebConfig {
     pub basic_auth_users: Option<RawUsers>,
     /// Part of the exporter-toolkit format, deliberately not supported: captured as an opaque
     /// value only so that validation can explain why it is refused.
-    pub rate_limit: Option<serde_yaml::Value>,
+    pub rate_limit: Option<serde::de::IgnoredAny>,
 }
 
 /// `tls_server_config`.
@@ -106,8 +106,8 @@ impl std::fmt::Debug for RawSecret {
 }
 
 /// Parses the text of a web-config file. A document that is empty or only comments is the
-/// empty configuration (serde_yaml would otherwise reject it as "EOF while parsing").
-pub(super) fn parse(text: &str) -> Result<RawWebConfig, serde_yaml::Error> {
+/// empty configuration (the YAML library would otherwise reject it as "EOF while parsing").
+pub(super) fn parse(text: &str) -> Result<RawWebConfig, krs_yaml::DeError> {
     let is_blank = text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---");
@@ -116,7 +116,7 @@ pub(super) fn parse(text: &str) -> Result<RawWebConfig, serde_yaml::Error> {
     }
     // `~` / `null` as the whole document also means "nothing configured". Deserialising
     // straight from the text (not via `Value`) keeps line and column in error messages.
-    Ok(serde_yaml::from_str::<Option<RawWebConfig>>(text)?.unwrap_or_default())
+    Ok(krs_yaml::from_str::<Option<RawWebConfig>>(text)?.unwrap_or_default())
 }
 
 #[cfg(test)]
