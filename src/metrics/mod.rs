@@ -996,6 +996,30 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_in_task_names_and_labels_render_valid_exposition_text() {
+        let state = State::new(WatchList {
+            tasks: vec![TaskSpec {
+                id: TaskId::parse(TASK).expect("valid id"),
+                name: "web\rproxy\n\"x\"\\".into(),
+                labels: TaskLabels::from([("team".to_string(), "s\roc\u{0}".to_string())]),
+            }]
+            .into(),
+            label_keys: vec!["team".into()],
+            limits: Limits::default(),
+        });
+        let text = tasks_text(&state);
+        let info = text
+            .lines()
+            .find(|l| l.starts_with("krs_task_info{"))
+            .expect("one info series");
+        assert_eq!(valid_line(info), Ok(()), "{info:?}");
+        assert!(
+            info.contains("name=\"web\rproxy\\n\\\"x\\\"\\\\\""),
+            "{info:?}"
+        );
+    }
+
+    #[test]
     fn hostile_rule_names_in_the_fleet_counters_render_valid_exposition_text() {
         let task = TaskSpec {
             id: TaskId::parse(TASK).expect("valid id"),
