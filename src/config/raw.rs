@@ -11,6 +11,7 @@ use super::expand::Env;
 use super::problem::Problems;
 use super::reader::{key_path, Reader, Reveal, Section};
 use super::yaml::Value;
+use super::TaskId;
 
 /// What the file says about one field.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,6 +217,9 @@ impl Reader<'_> {
         for (i, item) in items.iter().enumerate() {
             let path = format!("tasks[{i}]");
             match item {
+                item if braced_guid(item).is_some() => {
+                    self.braced_guid(&path, item);
+                }
                 Value::String(s) => {
                     let slot = match self.expand(&path, s) {
                         Some(id) => Slot::Given(id),
@@ -240,7 +244,7 @@ impl Reader<'_> {
                 Value::Map(_) => {
                     let entry = self.section(path.clone(), Some(item), TASK_KEYS);
                     tasks.push(RawTask {
-                        id: self.string(&entry, "id", Reveal::Yes),
+                        id: self.task_id(&entry),
                         name: self.field(&entry, "name", |r, p, v| r.label_text(p, v)),
                         labels: self.labels(&entry),
                         path,
@@ -255,6 +259,34 @@ impl Reader<'_> {
             }
         }
         tasks
+    }
+
+    /// The `id` of a mapping entry: a string, as [`Reader::string`] reads it.
+    fn task_id(&mut self, entry: &Section<'_>) -> Field<String> {
+        self.field(entry, "id", |r, path, value| match value {
+            Value::String(s) => r.expand(path, s),
+            value if braced_guid(value).is_some() => {
+                r.braced_guid(path, value);
+                None
+            }
+            other => {
+                r.wrong_type(path, "a string", other, Reveal::Yes);
+                None
+            }
+        })
+    }
+
+    /// Reports a GUID written in braces without quotes, which YAML reads as a mapping.
+    fn braced_guid(&mut self, path: &str, value: &Value) {
+        let guid = braced_guid(value).unwrap_or_default();
+        self.problems.report_value(
+            path,
+            &format!("{{{guid}}}"),
+            format!(
+                "YAML reads braces without quotes as a mapping; quote the GUID: '{{{guid}}}', \
+                 or write it without braces"
+            ),
+        );
     }
 
     fn labels(&mut self, entry: &Section<'_>) -> Field<Vec<RawLabel>> {
@@ -321,6 +353,17 @@ impl Reader<'_> {
     }
 }
 
+/// The GUID of `{0D5B…}` written without quotes: a mapping of one GUID-shaped key to nothing.
+fn braced_guid(value: &Value) -> Option<&str> {
+    match value {
+        Value::Map(entries) => match entries.as_slice() {
+            [(Value::String(key), Value::Null)] if TaskId::parse(key).is_ok() => Some(key),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -375,6 +418,31 @@ mod tests {
              max_label_length, max_label_values, max_file_info_series, max_file_info_series_total",
         ]
     );
+    }
+
+    #[test]
+    fn a_guid_in_braces_without_quotes_is_reported_with_the_quoting_that_fixes_it() {
+        let lines = problems(&format!(
+            "{MINIMAL}tasks:\n  - {{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}}\n  - id: {{{ID_B}}}\n"
+        ));
+        assert_eq!(
+            lines,
+            [
+                "tasks[0]: YAML reads braces without quotes as a mapping; quote the GUID: \
+                 '{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}', or write it without braces \
+                 (got \"{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}\")"
+                    .to_string(),
+                format!(
+                    "tasks[1].id: YAML reads braces without quotes as a mapping; quote the GUID: \
+                     '{{{ID_B}}}', or write it without braces (got \"{{{ID_B}}}\")"
+                ),
+            ]
+        );
+        // Quoted, the same entries load.
+        let config = ok(&format!(
+            "{MINIMAL}tasks:\n  - '{{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}}'\n  - id: '{{{ID_B}}}'\n"
+        ));
+        assert_eq!(config.tasks.len(), 2);
     }
 
     #[test]

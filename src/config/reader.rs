@@ -41,7 +41,7 @@ pub(super) enum Reveal {
 
 pub(super) struct Reader<'a> {
     env: Env<'a>,
-    problems: &'a mut Problems,
+    pub(super) problems: &'a mut Problems,
 }
 
 /// A mapping whose keys have been checked against the allowed ones.
