@@ -203,6 +203,51 @@ async fn the_password_never_appears_in_logs_metrics_or_pages_even_at_debug() {
 }
 
 #[test]
+fn a_bare_port_as_listen_address_exits_2_suggesting_the_colon_form_even_under_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = ConfigYaml::new("http://127.0.0.1:9", &[&id(1)]).render();
+    let path = write_file(dir.path(), "ok.yml", &yaml);
+    for check in [true, false] {
+        let mut cmd = binary();
+        if check {
+            cmd.arg("--config.check");
+        }
+        let out = cmd
+            .args(["--web.listen-address", "10131", "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "check={check}: {stderr}");
+        assert!(
+            stderr.contains("--web.listen-address \"10131\"")
+                && stderr.contains("did you mean :10131?"),
+            "{stderr}"
+        );
+    }
+    for bad in ["localhost", "host:http", "::1:80", "[::g]:80"] {
+        let out = binary()
+            .args([
+                "--config.check",
+                "--web.listen-address",
+                bad,
+                "--config.file",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+    }
+    let out = binary()
+        .args(["--config.check", "--web.listen-address", "[::1]:10131"])
+        .arg("--config.file")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
 fn the_shipped_example_configuration_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let password = write_file(dir.path(), "password", "example-password\n");
