@@ -1,4 +1,4 @@
-//! The metrics contract (`spec/metrics.md`) and its rendering for `/metrics`.
+//! The metrics contract (`docs/metrics.md`) and its rendering for `/metrics`.
 //!
 //! Two sources make one exposition:
 //! - a `prometheus` crate [`Registry`] owned by [`Metrics`] for what the exporter counts itself
