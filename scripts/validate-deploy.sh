@@ -2,7 +2,8 @@
 # Validate everything the operators install next to the daemon, offline: alert rules and their
 # unit tests, Prometheus and Alertmanager configurations, dashboards, Kubernetes manifests (the
 # Deployment base and the sharded StatefulSet variant, with the pods' shard arguments),
-# the compose file, the Dockerfile, the systemd unit, the shell scripts and the YAML.
+# the compose file, the Dockerfile, the systemd unit, the shell scripts and the YAML, and the
+# PromQL, links and paths of the documentation.
 #
 #   scripts/validate-deploy.sh
 #
@@ -166,6 +167,7 @@ check "amtool check-config deploy/compose/alertmanager.yml" amtool check-config 
 check "alertmanager.yml routes Red-zone alerts to soc-pager, the rest to krs-operators" routes deploy/alertmanager/alertmanager.yml
 check "compose alertmanager.yml routes the same way" routes deploy/compose/alertmanager.yml
 check "dashboards follow the linter conventions and parse (scripts/lint-dashboards.py)" python3 scripts/lint-dashboards.py
+check "README.md and docs/: every PromQL example parses, every link and path resolves in the repository (scripts/lint-docs.py)" python3 scripts/lint-docs.py
 check "generated Kubernetes files match their sources (scripts/gen-prometheusrule.py --check)" \
   python3 scripts/gen-prometheusrule.py --check
 check "kubectl kustomize deploy/kubernetes renders" kustomize_render

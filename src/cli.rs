@@ -103,6 +103,8 @@ pub enum CliError {
     Load(#[from] LoadError),
     #[error("--web.telemetry-path {0:?}: must start with '/' and not be '/' or under '/-/'")]
     TelemetryPath(String),
+    #[error("--web.listen-address {address:?}: {why}")]
+    ListenAddress { address: String, why: String },
     #[error("--web.listen-address {address:?}: {source}")]
     Listen { address: String, source: io::Error },
     #[error("{0}")]
@@ -121,6 +123,7 @@ impl CliError {
         match self {
             CliError::Load(_)
             | CliError::TelemetryPath(_)
+            | CliError::ListenAddress { .. }
             | CliError::Shard(_)
             | CliError::WebConfig(_) => 2,
             _ => 1,
@@ -142,6 +145,7 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
     if !path.starts_with('/') || path == "/" || path.starts_with("/-/") {
         return Err(CliError::TelemetryPath(path.clone()));
     }
+    check_listen_address(&flags.listen_address)?;
     let shard = Shard::parse(&flags.shard_index, flags.shard_total)?;
     if flags.config_check && !flags.demo {
         if let Some(path) = &flags.web_config_file {
@@ -295,8 +299,41 @@ async fn start(
 /// kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Checks the form of `address` without resolving or binding it: `:PORT`, `HOST:PORT` or
+/// `[IPV6]:PORT`, the port a number up to 65535. A bare port is the likely slip, so it gets
+/// the `:PORT` form as a hint.
+pub fn check_listen_address(address: &str) -> Result<(), CliError> {
+    let err = |why: String| CliError::ListenAddress {
+        address: address.to_string(),
+        why,
+    };
+    if address.parse::<u16>().is_ok() {
+        return Err(err(format!(
+            "a port needs a host or a leading colon; did you mean :{address}?"
+        )));
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(err(
+            "expected :PORT, HOST:PORT or [IPV6]:PORT, for example :10130".to_string(),
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(err(format!("{port:?} is not a port (0 to 65535)")));
+    }
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) if inner.parse::<std::net::Ipv6Addr>().is_err() => {
+            Err(err(format!("{host} is not an IPv6 address")))
+        }
+        None if host.contains(':') => Err(err(format!(
+            "an IPv6 address goes in brackets: [{host}]:{port}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Binds `address`. `:PORT` means every interface (IPv6 and IPv4 where the host allows).
 pub async fn bind(address: &str) -> Result<TcpListener, CliError> {
+    check_listen_address(address)?;
     let err = |source| CliError::Listen {
         address: address.to_string(),
         source,

@@ -276,6 +276,12 @@ impl State {
     /// body is no longer the one on record (a reload re-added the task or changed the limits).
     pub fn apply(&self, report: PollReport) -> Applied {
         let limits = self.read_inner().watch.limits.clone();
+        self.apply_with(report, limits)
+    }
+
+    /// [`State::apply`] with the limits read before the lock was dropped: a reload may have
+    /// replaced them since, so the store step compares them with the current ones.
+    fn apply_with(&self, report: PollReport, limits: Limits) -> Applied {
         let outcome = match report.result {
             Ok(Downloads::Changed { decoded, digest }) => {
                 Outcome::Changed(Box::new(prepare(&decoded, &limits)), digest)
@@ -284,6 +290,10 @@ impl State {
             Err(error) => Outcome::Failed(labels::clean(&error_or_default(error), MAX_ERROR_CHARS)),
         };
         let mut inner = self.write();
+        // A reload between reading the limits and taking the lock has cleared the digests; a
+        // snapshot shaped by the old limits must not get a live one, or every later "unchanged"
+        // poll would keep it.
+        let stale = inner.watch.limits != limits;
         let Inner {
             tasks, fleet_rules, ..
         } = &mut *inner;
@@ -312,7 +322,7 @@ impl State {
             Outcome::Changed(prepared, digest) => {
                 succeeded(row);
                 row.snapshot = Some(Arc::new(prepared.snapshot));
-                task.digest = digest;
+                task.digest = if stale { None } else { digest };
                 let cap = limits.max_label_values * FLEET_RULES_FACTOR;
                 let activity = match &task.seen {
                     None => baseline_rules(&prepared.rule_labels, fleet_rules, cap),
@@ -761,6 +771,29 @@ mod tests {
         });
         assert_eq!(s.digest(&TaskId::parse(T1).unwrap()), None);
         assert_eq!(s.apply(unchanged(T1, b"one")), Applied::default());
+    }
+
+    #[test]
+    fn a_poll_prepared_under_limits_a_reload_replaced_is_digested_again_next_time() {
+        let s = state(&[T1]);
+        let id = TaskId::parse(T1).unwrap();
+        let body = b"[long name]";
+        let mut narrower = limits();
+        narrower.max_label_length = 4;
+        // The poll read the old limits, then a reload narrowed them before it took the lock.
+        s.replace_watch_list(WatchList {
+            tasks: vec![task(T1)].into(),
+            label_keys: Vec::new(),
+            limits: narrower,
+        });
+        let mut long = file("aa", DangerZone::Red, &[]);
+        long.name = "a-long-file-name.exe".into();
+        s.apply_with(with_body(T1, vec![long.clone()], body), limits());
+        assert_eq!(s.digest(&id), None, "the snapshot has the old shape");
+        assert_eq!(s.apply(unchanged(T1, body)), Applied::default());
+        s.apply(with_body(T1, vec![long], body));
+        assert_eq!(s.digest(&id), Some(BodyDigest::of(body)));
+        assert_eq!(snapshot_of(&s).files[0].name, "a-lo");
     }
 
     #[test]

@@ -72,6 +72,17 @@ impl Problems {
         self.push(Problem::new(field, message).with_value(value));
     }
 
+    /// Where the next problem found will go: for [`Problems::insert_at`].
+    pub(super) fn mark(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Puts `problems` at `mark`, before those found since, as if they had been found then.
+    pub(super) fn insert_at(&mut self, mark: usize, problems: impl IntoIterator<Item = Problem>) {
+        let mark = mark.min(self.0.len());
+        self.0.splice(mark..mark, problems);
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

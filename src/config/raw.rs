@@ -10,6 +10,7 @@
 use super::expand::Env;
 use super::problem::Problems;
 use super::reader::{key_path, Reader, Reveal, Section};
+use super::TaskId;
 use krs_yaml::Value;
 
 /// What the file says about one field.
@@ -97,17 +98,18 @@ pub(super) struct RawMetrics {
 }
 
 /// Walks the parsed document, expanding `${VAR}` with `env` and reporting structural problems.
+/// A section's allowed keys are the ones read from it here (see [`Section`]).
 pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawConfig {
     let mut r = Reader::new(env, problems);
-    let top = r.section(String::new(), Some(root), TOP_KEYS);
+    let top = r.section(String::new(), Some(root));
 
     let sandbox = if top.invalid {
         Slot::Invalid
     } else if top.get("sandbox").is_none() {
         Slot::Absent
     } else {
-        let s = r.subsection(&top, "sandbox", SANDBOX_KEYS);
-        if s.invalid {
+        let s = r.subsection(&top, "sandbox");
+        let sandbox = if s.invalid {
             Slot::Invalid
         } else {
             Slot::Given(RawSandbox {
@@ -121,26 +123,33 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
                 max_response_bytes: r.unsigned(&s, "max_response_bytes"),
                 max_records: r.unsigned(&s, "max_records"),
             })
-        }
+        };
+        r.close(s);
+        sandbox
     };
 
-    let p = r.subsection(&top, "polling", POLLING_KEYS);
-    let q = r.subsection(&p, "retry", RETRY_KEYS);
+    let p = r.subsection(&top, "polling");
+    let interval = r.duration(&p, "interval");
+    let concurrency = r.unsigned(&p, "concurrency");
+    let q = r.subsection(&p, "retry");
+    let retry = RawRetry {
+        initial_interval: r.duration(&q, "initial_interval"),
+        max_interval: r.duration(&q, "max_interval"),
+        multiplier: r.float(&q, "multiplier"),
+        randomization_factor: r.float(&q, "randomization_factor"),
+        max_elapsed_time: r.duration(&q, "max_elapsed_time"),
+    };
+    r.close(q);
+    r.close(p);
     let polling = RawPolling {
-        interval: r.duration(&p, "interval"),
-        concurrency: r.unsigned(&p, "concurrency"),
-        retry: RawRetry {
-            initial_interval: r.duration(&q, "initial_interval"),
-            max_interval: r.duration(&q, "max_interval"),
-            multiplier: r.float(&q, "multiplier"),
-            randomization_factor: r.float(&q, "randomization_factor"),
-            max_elapsed_time: r.duration(&q, "max_elapsed_time"),
-        },
+        interval,
+        concurrency,
+        retry,
     };
 
     let tasks = r.tasks(&top);
 
-    let m = r.subsection(&top, "metrics", METRICS_KEYS);
+    let m = r.subsection(&top, "metrics");
     let metrics = RawMetrics {
         file_info_zones: r.zones(&m),
         max_label_length: r.unsigned(&m, "max_label_length"),
@@ -148,6 +157,8 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
         max_file_info_series: r.unsigned(&m, "max_file_info_series"),
         max_file_info_series_total: r.unsigned(&m, "max_file_info_series_total"),
     };
+    r.close(m);
+    r.close(top);
 
     RawConfig {
         sandbox,
@@ -170,35 +181,6 @@ impl<T> Field<T> {
     }
 }
 
-const TOP_KEYS: &[&str] = &["sandbox", "polling", "tasks", "metrics"];
-const SANDBOX_KEYS: &[&str] = &[
-    "url",
-    "username",
-    "password",
-    "password_file",
-    "ca_file",
-    "insecure_skip_verify",
-    "timeout",
-    "max_response_bytes",
-    "max_records",
-];
-const POLLING_KEYS: &[&str] = &["interval", "concurrency", "retry"];
-const RETRY_KEYS: &[&str] = &[
-    "initial_interval",
-    "max_interval",
-    "multiplier",
-    "randomization_factor",
-    "max_elapsed_time",
-];
-const TASK_KEYS: &[&str] = &["id", "name", "labels"];
-const METRICS_KEYS: &[&str] = &[
-    "file_info_zones",
-    "max_label_length",
-    "max_label_values",
-    "max_file_info_series",
-    "max_file_info_series_total",
-];
-
 impl Reader<'_> {
     fn tasks(&mut self, top: &Section<'_>) -> Vec<RawTask> {
         if top.invalid {
@@ -216,6 +198,9 @@ impl Reader<'_> {
         for (i, item) in items.iter().enumerate() {
             let path = format!("tasks[{i}]");
             match item {
+                item if braced_guid(item).is_some() => {
+                    self.braced_guid(&path, item);
+                }
                 Value::String(s) => {
                     let slot = match self.expand(&path, s) {
                         Some(id) => Slot::Given(id),
@@ -238,13 +223,14 @@ impl Reader<'_> {
                     });
                 }
                 Value::Map(_) => {
-                    let entry = self.section(path.clone(), Some(item), TASK_KEYS);
+                    let entry = self.section(path.clone(), Some(item));
                     tasks.push(RawTask {
-                        id: self.string(&entry, "id", Reveal::Yes),
+                        id: self.task_id(&entry),
                         name: self.field(&entry, "name", |r, p, v| r.label_text(p, v)),
                         labels: self.labels(&entry),
                         path,
                     });
+                    self.close(entry);
                 }
                 other => self.wrong_type(
                     &path,
@@ -255,6 +241,34 @@ impl Reader<'_> {
             }
         }
         tasks
+    }
+
+    /// The `id` of a mapping entry: a string, as [`Reader::string`] reads it.
+    fn task_id(&mut self, entry: &Section<'_>) -> Field<String> {
+        self.field(entry, "id", |r, path, value| match value {
+            Value::String(s) => r.expand(path, s),
+            value if braced_guid(value).is_some() => {
+                r.braced_guid(path, value);
+                None
+            }
+            other => {
+                r.wrong_type(path, "a string", other, Reveal::Yes);
+                None
+            }
+        })
+    }
+
+    /// Reports a GUID written in braces without quotes, which YAML reads as a mapping.
+    fn braced_guid(&mut self, path: &str, value: &Value) {
+        let guid = braced_guid(value).unwrap_or_default();
+        self.problems.report_value(
+            path,
+            &format!("{{{guid}}}"),
+            format!(
+                "YAML reads braces without quotes as a mapping; quote the GUID: '{{{guid}}}', \
+                 or write it without braces"
+            ),
+        );
     }
 
     fn labels(&mut self, entry: &Section<'_>) -> Field<Vec<RawLabel>> {
@@ -321,6 +335,17 @@ impl Reader<'_> {
     }
 }
 
+/// The GUID of `{0D5B…}` written without quotes: a mapping of one GUID-shaped key to nothing.
+fn braced_guid(value: &Value) -> Option<&str> {
+    match value {
+        Value::Map(entries) => match entries.as_slice() {
+            [(Value::String(key), Value::Null)] if TaskId::parse(key).is_ok() => Some(key),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -375,6 +400,50 @@ mod tests {
              max_label_length, max_label_values, max_file_info_series, max_file_info_series_total",
         ]
     );
+    }
+
+    #[test]
+    fn a_guid_in_braces_without_quotes_is_reported_with_the_quoting_that_fixes_it() {
+        let lines = problems(&format!(
+            "{MINIMAL}tasks:\n  - {{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}}\n  - id: {{{ID_B}}}\n"
+        ));
+        assert_eq!(
+            lines,
+            [
+                "tasks[0]: YAML reads braces without quotes as a mapping; quote the GUID: \
+                 '{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}', or write it without braces \
+                 (got \"{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}\")"
+                    .to_string(),
+                format!(
+                    "tasks[1].id: YAML reads braces without quotes as a mapping; quote the GUID: \
+                     '{{{ID_B}}}', or write it without braces (got \"{{{ID_B}}}\")"
+                ),
+            ]
+        );
+        // Quoted, the same entries load.
+        let config = ok(&format!(
+            "{MINIMAL}tasks:\n  - '{{0D5B4E44-4C0E-4F0B-9A57-3F2D1B9E6C71}}'\n  - id: '{{{ID_B}}}'\n"
+        ));
+        assert_eq!(config.tasks.len(), 2);
+    }
+
+    #[test]
+    fn a_section_s_unknown_keys_come_before_the_problems_of_its_fields() {
+        let lines = problems(&format!(
+            "{MINIMAL}  timeout: 10\n  url_: x\npolling:\n  concurrency: -1\n  intervall: 1m\n"
+        ));
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[0].starts_with("sandbox.url_: unknown key `url_` (did you mean `url`?)"));
+        assert!(lines[1].starts_with("sandbox.timeout: "), "{}", lines[1]);
+        assert!(lines[2].starts_with(
+            "polling.intervall: unknown key `intervall` (did you mean \
+             `interval`?); expected one of interval, concurrency, retry"
+        ));
+        assert!(
+            lines[3].starts_with("polling.concurrency: "),
+            "{}",
+            lines[3]
+        );
     }
 
     #[test]

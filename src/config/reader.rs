@@ -4,6 +4,8 @@
 //! [`super::raw`] says *which* keys and types the file has; this file says *how* a key is looked
 //! up, how a leaf of each type is converted, and how a mismatch is reported.
 
+use std::cell::RefCell;
+
 use super::expand::{expand, Env, ExpandError};
 use super::problem::{escape, Problem, Problems, MAX_SHOWN_CHARS};
 use super::raw::{Field, Slot};
@@ -41,20 +43,33 @@ pub(super) enum Reveal {
 
 pub(super) struct Reader<'a> {
     env: Env<'a>,
-    problems: &'a mut Problems,
+    pub(super) problems: &'a mut Problems,
 }
 
-/// A mapping whose keys have been checked against the allowed ones.
+/// A mapping being read. The keys it allows are the ones its reader asks for: each lookup
+/// records its key, and [`Reader::close`] reports every other key of the mapping against that
+/// list, so a section's keys are written once, where they are read.
 pub(super) struct Section<'v> {
     path: String,
     entries: Vec<(&'v str, &'v Value)>,
     /// Not a mapping (reported); every field read from it is [`Slot::Invalid`].
     pub(super) invalid: bool,
+    /// The keys looked up so far, in the order first asked for: the "expected one of" list.
+    known: RefCell<Vec<&'static str>>,
+    /// Where this section's unknown keys go among the problems: where they would have been
+    /// found had they been checked when the section was opened (before its fields' problems).
+    mark: usize,
+    /// Whether [`Reader::close`] has reported the unknown keys.
+    closed: bool,
 }
 
 impl<'v> Section<'v> {
-    /// The value under `key`; `null` counts as absent.
-    pub(super) fn get(&self, key: &str) -> Option<&'v Value> {
+    /// The value under `key`; `null` counts as absent. Makes `key` one the section allows.
+    pub(super) fn get(&self, key: &'static str) -> Option<&'v Value> {
+        let mut known = self.known.borrow_mut();
+        if !known.contains(&key) {
+            known.push(key);
+        }
         self.entries
             .iter()
             .find(|(k, _)| *k == key)
@@ -67,22 +82,32 @@ impl<'v> Section<'v> {
     }
 }
 
+impl Drop for Section<'_> {
+    fn drop(&mut self) {
+        // A section dropped unclosed would accept any key silently.
+        debug_assert!(
+            self.closed || std::thread::panicking(),
+            "section `{}` was not closed",
+            self.path
+        );
+    }
+}
+
 impl<'a> Reader<'a> {
     pub(super) fn new(env: Env<'a>, problems: &'a mut Problems) -> Reader<'a> {
         Reader { env, problems }
     }
 
-    /// Opens a mapping, reporting non-string and unknown keys. `None` and `null` are empty.
-    pub(super) fn section<'v>(
-        &mut self,
-        path: String,
-        value: Option<&'v Value>,
-        allowed: &[&str],
-    ) -> Section<'v> {
+    /// Opens a mapping, reporting non-string keys; unknown keys are reported by
+    /// [`Reader::close`]. `None` and `null` are empty.
+    pub(super) fn section<'v>(&mut self, path: String, value: Option<&'v Value>) -> Section<'v> {
         let mut section = Section {
             path,
             entries: Vec::new(),
             invalid: false,
+            known: RefCell::new(Vec::new()),
+            mark: self.problems.mark(),
+            closed: false,
         };
         match value {
             None | Some(Value::Null) => {}
@@ -92,12 +117,7 @@ impl<'a> Reader<'a> {
                         self.wrong_type(&section.path, "string keys", key, Reveal::Yes);
                         continue;
                     };
-                    if allowed.contains(&key.as_str()) {
-                        section.entries.push((key, value));
-                    } else {
-                        let problem = unknown_key(&section.path, key, allowed);
-                        self.problems.push(problem);
-                    }
+                    section.entries.push((key, value));
                 }
             }
             Some(other) => {
@@ -111,25 +131,35 @@ impl<'a> Reader<'a> {
     pub(super) fn subsection<'v>(
         &mut self,
         parent: &Section<'v>,
-        key: &str,
-        allowed: &[&str],
+        key: &'static str,
     ) -> Section<'v> {
         let path = parent.child(key);
         if parent.invalid {
-            return Section {
-                path,
-                entries: Vec::new(),
-                invalid: true,
-            };
+            let mut section = self.section(path, None);
+            section.invalid = true;
+            return section;
         }
-        self.section(path, parent.get(key), allowed)
+        self.section(path, parent.get(key))
+    }
+
+    /// Ends reading `section`: every key it has that was never looked up is reported, with the
+    /// looked-up keys as the expected ones. Sections close innermost first.
+    pub(super) fn close(&mut self, mut section: Section<'_>) {
+        section.closed = true;
+        let known = section.known.borrow();
+        let unknown = section
+            .entries
+            .iter()
+            .filter(|(key, _)| !known.contains(key))
+            .map(|(key, _)| unknown_key(&section.path, key, &known));
+        self.problems.insert_at(section.mark, unknown);
     }
 
     /// Reads `key` of `section` with `convert`, which reports its own problems.
     pub(super) fn field<T>(
         &mut self,
         section: &Section<'_>,
-        key: &str,
+        key: &'static str,
         convert: impl FnOnce(&mut Self, &str, &Value) -> Option<T>,
     ) -> Field<T> {
         let path = section.child(key);
@@ -150,7 +180,7 @@ impl<'a> Reader<'a> {
     pub(super) fn string(
         &mut self,
         section: &Section<'_>,
-        key: &str,
+        key: &'static str,
         reveal: Reveal,
     ) -> Field<String> {
         self.field(section, key, |r, path, value| match value {
@@ -163,7 +193,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A duration stays text; a bare number is rejected because its unit would be a guess.
-    pub(super) fn duration(&mut self, section: &Section<'_>, key: &str) -> Field<String> {
+    pub(super) fn duration(&mut self, section: &Section<'_>, key: &'static str) -> Field<String> {
         self.field(section, key, |r, path, value| match value {
             Value::String(s) => r.expand(path, s),
             Value::Int(_) | Value::Float(_) => {
@@ -182,7 +212,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(super) fn unsigned(&mut self, section: &Section<'_>, key: &str) -> Field<u64> {
+    pub(super) fn unsigned(&mut self, section: &Section<'_>, key: &'static str) -> Field<u64> {
         self.field(section, key, |r, path, value| match value {
             Value::Int(i) => match u64::try_from(*i) {
                 Ok(n) => Some(n),
@@ -223,7 +253,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Range and finiteness are `validate`'s business.
-    pub(super) fn float(&mut self, section: &Section<'_>, key: &str) -> Field<f64> {
+    pub(super) fn float(&mut self, section: &Section<'_>, key: &'static str) -> Field<f64> {
         self.field(section, key, |r, path, value| match value {
             // Precision loss is irrelevant at the magnitudes where it starts.
             Value::Int(i) => Some(*i as f64),
@@ -243,7 +273,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(super) fn boolean(&mut self, section: &Section<'_>, key: &str) -> Field<bool> {
+    pub(super) fn boolean(&mut self, section: &Section<'_>, key: &'static str) -> Field<bool> {
         self.field(section, key, |r, path, value| match value {
             Value::Bool(b) => Some(*b),
             Value::String(s) => {

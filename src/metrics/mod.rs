@@ -1,4 +1,4 @@
-//! The metrics contract (`spec/metrics.md`) and its rendering for `/metrics`.
+//! The metrics contract (`docs/metrics.md`) and its rendering for `/metrics`.
 //!
 //! Two sources make one exposition:
 //! - a `prometheus` crate [`Registry`] owned by [`Metrics`] for what the exporter counts itself
@@ -993,6 +993,30 @@ mod tests {
         assert!(!second.contains(&format!("{} 1\n", red_line(TASK))));
         assert!(second.contains(&format!("{} 1\n", red_line(OTHER_TASK))));
         assert!(second.contains("rule=\"rule_cc\""));
+    }
+
+    #[test]
+    fn control_characters_in_task_names_and_labels_render_valid_exposition_text() {
+        let state = State::new(WatchList {
+            tasks: vec![TaskSpec {
+                id: TaskId::parse(TASK).expect("valid id"),
+                name: "web\rproxy\n\"x\"\\".into(),
+                labels: TaskLabels::from([("team".to_string(), "s\roc\u{0}".to_string())]),
+            }]
+            .into(),
+            label_keys: vec!["team".into()],
+            limits: Limits::default(),
+        });
+        let text = tasks_text(&state);
+        let info = text
+            .lines()
+            .find(|l| l.starts_with("krs_task_info{"))
+            .expect("one info series");
+        assert_eq!(valid_line(info), Ok(()), "{info:?}");
+        assert!(
+            info.contains("name=\"web\rproxy\\n\\\"x\\\"\\\\\""),
+            "{info:?}"
+        );
     }
 
     #[test]

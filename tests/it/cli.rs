@@ -203,17 +203,65 @@ async fn the_password_never_appears_in_logs_metrics_or_pages_even_at_debug() {
 }
 
 #[test]
-fn the_shipped_example_configuration_is_valid() {
+fn a_bare_port_as_listen_address_exits_2_suggesting_the_colon_form_even_under_config_check() {
     let dir = tempfile::tempdir().unwrap();
-    let password = write_file(dir.path(), "password", "example-password\n");
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yml"))
-            .unwrap()
-            .replace("/run/secrets/krs_password", &password.to_string_lossy());
-    let path = write_file(dir.path(), "example.yml", &example);
+    let yaml = ConfigYaml::new("http://127.0.0.1:9", &[&id(1)]).render();
+    let path = write_file(dir.path(), "ok.yml", &yaml);
+    for check in [true, false] {
+        let mut cmd = binary();
+        if check {
+            cmd.arg("--config.check");
+        }
+        let out = cmd
+            .args(["--web.listen-address", "10131", "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "check={check}: {stderr}");
+        assert!(
+            stderr.contains("--web.listen-address \"10131\"")
+                && stderr.contains("did you mean :10131?"),
+            "{stderr}"
+        );
+    }
+    for bad in ["localhost", "host:http", "::1:80", "[::g]:80"] {
+        let out = binary()
+            .args([
+                "--config.check",
+                "--web.listen-address",
+                bad,
+                "--config.file",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+    }
     let out = binary()
-        .args(["--config.check", "--config.file"])
+        .args(["--config.check", "--web.listen-address", "[::1]:10131"])
+        .arg("--config.file")
         .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn the_shipped_example_configuration_passes_the_check_its_header_gives() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/config/example.yml")).unwrap();
+    let command = example
+        .lines()
+        .find_map(|l| l.strip_prefix("# Validate with:"))
+        .expect("the header says how to validate");
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args[0], "krs-exporter", "{command}");
+    // Run as the header says, from the repository root, on the file as shipped.
+    let out = binary()
+        .current_dir(root)
+        .args(&args[1..])
+        .env_remove("KRS_PASSWORD")
         .output()
         .unwrap();
     assert!(

@@ -6,6 +6,7 @@ use crate::config::problem::Problems;
 use crate::config::raw::{RawTask, Slot};
 use crate::config::reader::is_identifier;
 use crate::config::{TaskId, TaskSpec};
+use crate::labels;
 
 /// Most labels on one task: `krs_task_info` carries the union of all of them.
 const MAX_LABELS_PER_TASK: usize = 32;
@@ -111,7 +112,27 @@ fn check_label_name(key: &str) -> Result<(), String> {
     }
 }
 
+/// A label value or task name becomes a `krs_task_info` label as written, so it must be fit to
+/// show: the characters [`labels::clean`] would replace in a sandbox string are refused here,
+/// where the operator can fix them.
 fn check_label_value(problems: &mut Problems, path: &str, value: &str) -> Option<String> {
+    if let Some((at, c)) = value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| labels::is_unsafe(*c))
+    {
+        problems.report_value(
+            path,
+            value,
+            format!(
+                "control and invisible formatting characters are not allowed in label values \
+                 (U+{:04X} at character {})",
+                u32::from(c),
+                at + 1
+            ),
+        );
+        return None;
+    }
     let count = value.chars().count();
     if count > MAX_LABEL_VALUE_CHARS {
         problems.report_value(
@@ -197,6 +218,24 @@ mod tests {
             "{line}"
         );
         assert!(line.len() < 200, "the value is truncated: {line}");
+    }
+
+    #[test]
+    fn control_and_bidi_characters_in_names_and_label_values_are_rejected_naming_the_field() {
+        let lines = problems(&format!(
+            "{MINIMAL}tasks:\n  - id: {ID_A}\n    name: \"web\\rproxy\"\n    labels:\n      team: \"s\\u202Eoc\"\n      site: \"${{KRS_TEAM}}\\x1b\"\n"
+        ));
+        assert_eq!(
+            lines,
+            [
+                "tasks[0].name: control and invisible formatting characters are not allowed in \
+                 label values (U+000D at character 4) (got \"web\\rproxy\")",
+                "tasks[0].labels.team: control and invisible formatting characters are not \
+                 allowed in label values (U+202E at character 2) (got \"s\u{202e}oc\")",
+                "tasks[0].labels.site: control and invisible formatting characters are not \
+                 allowed in label values (U+001B at character 4) (got \"soc\\u{1b}\")",
+            ]
+        );
     }
 
     #[test]
