@@ -67,6 +67,7 @@ use crate::labels::OTHER;
 use crate::zone::DangerZone;
 pub use repair::RepairKind;
 
+pub mod lifecycle;
 mod repair;
 mod scan;
 
@@ -210,7 +211,7 @@ pub fn decode_downloads(body: &[u8], max_records: usize) -> Result<Decoded, Deco
         ))
     };
     let mut out = Collector::new(max_records);
-    match scan::locate(text).map_err(syntax_error)? {
+    match scan::locate(text, &DOWNLOAD_KEYS).map_err(syntax_error)? {
         scan::Located::Empty => {}
         scan::Located::Shape(message) => return Err(DecodeError::Shape(message.to_owned())),
         scan::Located::Record(record) => out.element(record),
@@ -376,6 +377,17 @@ const RECORD_KEYS: &[(&str, Field)] = &[
     ("IsHttpsTraffic", Field::IsHttpsTraffic),
     ("TriggeredYaraRules", Field::TriggeredYaraRules),
 ];
+
+/// The names of [`RECORD_KEYS`]: an object carrying one of them is a downloads record.
+const DOWNLOAD_KEYS: [&str; 10] = {
+    let mut names = [""; 10];
+    let mut i = 0;
+    while i < RECORD_KEYS.len() {
+        names[i] = RECORD_KEYS[i].0;
+        i += 1;
+    }
+    names
+};
 
 #[derive(Clone, Copy)]
 enum ApiField {

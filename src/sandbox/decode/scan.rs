@@ -8,8 +8,6 @@
 //! the records around it. The structure between elements (brackets, commas, keys) must be JSON:
 //! a body broken there is not JSON, and guessing where its records are could invent some.
 
-use super::{Field, RECORD_KEYS};
-
 /// Wrapper objects are searched this deep for a records array (`{"Result":{"Downloads":[…]}}`
 /// is two levels).
 const MAX_WRAPPER_DEPTH: usize = 4;
@@ -35,9 +33,14 @@ pub(super) struct SyntaxError {
 }
 
 /// Finds the records in `body` (a leading BOM already removed) and checks that the whole body
-/// is one value with nothing after it.
-pub(super) fn locate(body: &[u8]) -> Result<Located<'_>, SyntaxError> {
-    let mut s = Scanner { b: body, pos: 0 };
+/// is one value with nothing after it. An object is a record when it carries one of `keys`
+/// (matched ASCII case-insensitively).
+pub(super) fn locate<'a>(body: &'a [u8], keys: &[&str]) -> Result<Located<'a>, SyntaxError> {
+    let mut s = Scanner {
+        b: body,
+        pos: 0,
+        keys,
+    };
     s.ws();
     let located = match s.peek() {
         None => return Ok(Located::Empty),
@@ -79,21 +82,29 @@ pub(super) fn locate(body: &[u8]) -> Result<Located<'_>, SyntaxError> {
 /// The elements of an array located by [`locate`], in order, each as its exact bytes.
 pub(super) fn elements(array: &[u8]) -> Elements<'_> {
     Elements {
-        s: Scanner { b: array, pos: 1 },
+        s: Scanner {
+            b: array,
+            pos: 1,
+            keys: &[],
+        },
         done: false,
     }
 }
 
-/// Whether `element` is an object with at least one record key at its top level.
-pub(super) fn has_record_key(element: &[u8]) -> bool {
-    let mut s = Scanner { b: element, pos: 0 };
+/// Whether `element` is an object with at least one of `keys` at its top level.
+pub(super) fn has_record_key(element: &[u8], keys: &[&str]) -> bool {
+    let mut s = Scanner {
+        b: element,
+        pos: 0,
+        keys,
+    };
     s.object_has_record_key().unwrap_or(false)
 }
 
 /// Iterator over the elements of an array; yields an error once and stops if the array's
 /// structure is broken (never the case for an array [`locate`] returned).
 pub(super) struct Elements<'a> {
-    s: Scanner<'a>,
+    s: Scanner<'a, 'static>,
     done: bool,
 }
 
@@ -129,9 +140,11 @@ impl<'a> Iterator for Elements<'a> {
     }
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 'k> {
     b: &'a [u8],
     pos: usize,
+    /// What makes an object a record.
+    keys: &'k [&'k str],
 }
 
 /// What a wrapper object (or one nested in it) offers.
@@ -155,7 +168,7 @@ impl<'a> Candidates<'a> {
     }
 }
 
-impl<'a> Scanner<'a> {
+impl<'a> Scanner<'a, '_> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
@@ -255,8 +268,8 @@ impl<'a> Scanner<'a> {
         Err(self.error("the end of a string"))
     }
 
-    /// Reads an object key and the `:` after it; `None` for a key that is not a record key.
-    fn key(&mut self) -> Result<Option<Field>, SyntaxError> {
+    /// Reads an object key and the `:` after it; whether it is a record key.
+    fn key(&mut self) -> Result<bool, SyntaxError> {
         if self.peek() != Some(b'"') {
             return Err(self.error("a quoted object key"));
         }
@@ -269,14 +282,14 @@ impl<'a> Scanner<'a> {
         }
         self.pos += 1;
         self.ws();
-        Ok(record_key(raw))
+        Ok(is_key(raw, self.keys))
     }
 
     /// Walks an object's members, calling `member` with each key at the start of its value;
     /// `member` must consume the value. Ends after the closing brace.
     fn members(
         &mut self,
-        mut member: impl FnMut(&mut Self, Option<Field>) -> Result<(), SyntaxError>,
+        mut member: impl FnMut(&mut Self, bool) -> Result<(), SyntaxError>,
     ) -> Result<(), SyntaxError> {
         self.pos += 1;
         self.ws();
@@ -310,7 +323,7 @@ impl<'a> Scanner<'a> {
         let mut is_record = false;
         self.members(|s, key| {
             found.members = true;
-            if key.is_some() {
+            if key {
                 is_record = true;
             }
             if is_record || found.records.is_some() {
@@ -321,7 +334,7 @@ impl<'a> Scanner<'a> {
                     let array_start = s.pos;
                     s.skip_value()?;
                     let array = &s.b[array_start..s.pos];
-                    match array_holds(array) {
+                    match array_holds(array, s.keys) {
                         ArrayKind::Records => found.records = Some(Located::Array(array)),
                         ArrayKind::Empty => found.empty_array = true,
                         ArrayKind::Other => {}
@@ -349,7 +362,7 @@ impl<'a> Scanner<'a> {
         }
         let mut found = false;
         self.members(|s, key| {
-            found |= key.is_some();
+            found |= key;
             s.skip_value()
         })?;
         Ok(found)
@@ -364,13 +377,13 @@ enum ArrayKind {
     Other,
 }
 
-fn array_holds(array: &[u8]) -> ArrayKind {
+fn array_holds(array: &[u8], keys: &[&str]) -> ArrayKind {
     let mut kind = ArrayKind::Empty;
     for element in elements(array) {
         let Ok(element) = element else {
             return ArrayKind::Other;
         };
-        if has_record_key(element) {
+        if has_record_key(element, keys) {
             return ArrayKind::Records;
         }
         if element != b"null" {
@@ -380,29 +393,32 @@ fn array_holds(array: &[u8]) -> ArrayKind {
     kind
 }
 
-/// Matches a raw key (as it appears between the quotes) against the record keys, ASCII
+/// Whether a raw key (as it appears between the quotes) is one of `keys`, ASCII
 /// case-insensitively. A key spelled with escapes is decoded first.
-fn record_key(raw: &[u8]) -> Option<Field> {
+fn is_key(raw: &[u8], keys: &[&str]) -> bool {
     let decoded;
     let key: &[u8] = if raw.contains(&b'\\') {
         let quoted = [b"\"", raw, b"\""].concat();
-        decoded = serde_json::from_slice::<String>(&quoted).ok()?;
+        match serde_json::from_slice::<String>(&quoted) {
+            Ok(text) => decoded = text,
+            Err(_) => return false,
+        }
         decoded.as_bytes()
     } else {
         raw
     };
-    RECORD_KEYS
-        .iter()
-        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(key))
-        .map(|&(_, field)| field)
+    keys.iter()
+        .any(|name| name.as_bytes().eq_ignore_ascii_case(key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const KEYS: &[&str] = &["Zone", "Sha256"];
+
     fn array_of(body: &str) -> Vec<String> {
-        let Ok(Located::Array(array)) = locate(body.as_bytes()) else {
+        let Ok(Located::Array(array)) = locate(body.as_bytes(), KEYS) else {
             panic!("no array in {body}");
         };
         elements(array)
@@ -428,7 +444,7 @@ mod tests {
     fn a_wrapper_is_searched_for_the_array_of_records_not_the_first_array() {
         let body = br#"{"Errors":[],"Meta":[{"page":1}],"Downloads":[{"Zone":"Red"}]}"#;
         assert_eq!(
-            locate(body),
+            locate(body, KEYS),
             Ok(Located::Array(br#"[{"Zone":"Red"}]"#.as_slice()))
         );
     }
@@ -437,7 +453,7 @@ mod tests {
     fn a_nested_wrapper_is_searched_too() {
         let body = br#"{"Result":{"Count":1,"Items":[{"zone":"Red"}]}}"#;
         assert_eq!(
-            locate(body),
+            locate(body, KEYS),
             Ok(Located::Array(br#"[{"zone":"Red"}]"#.as_slice()))
         );
     }
@@ -445,11 +461,11 @@ mod tests {
     #[test]
     fn a_wrapper_with_only_empty_arrays_holds_no_files() {
         assert_eq!(
-            locate(br#"{"Errors":[],"Downloads":[]}"#),
+            locate(br#"{"Errors":[],"Downloads":[]}"#, KEYS),
             Ok(Located::Empty)
         );
         assert_eq!(
-            locate(br#"{"Meta":[{"page":1}]}"#),
+            locate(br#"{"Meta":[{"page":1}]}"#, KEYS),
             Ok(Located::Shape(
                 "an object with no record keys and no array of records"
             ))
@@ -459,7 +475,7 @@ mod tests {
     #[test]
     fn structure_broken_between_elements_is_a_syntax_error() {
         let scan = |body: &str| -> Result<(), SyntaxError> {
-            if let Located::Array(array) = locate(body.as_bytes())? {
+            if let Located::Array(array) = locate(body.as_bytes(), KEYS)? {
                 for element in elements(array) {
                     element?;
                 }
