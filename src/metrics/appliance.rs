@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
 
-use crate::scheduler::gate::PauseReason;
+use crate::sandbox::PauseReason;
 
 /// Handles for the pause and the retry budget, and the current pause for the status page.
 pub struct ApplianceMetrics {

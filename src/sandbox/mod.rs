@@ -15,7 +15,7 @@ pub mod decode;
 pub mod digest;
 pub mod urls;
 
-pub use classify::ApiFailure;
+pub use classify::{ApiFailure, PauseReason};
 pub use client::{Attempt, AttemptError, FailureReason, SandboxClient};
 pub use decode::Download;
 pub use digest::{BodyDigest, Downloads};

@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::budget::RetryBudget;
-use super::gate::{Admission, Gate, PauseChange, PauseReason};
+use super::gate::{Admission, Gate, PauseChange};
 use crate::config::{RetryConfig, TaskId};
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::sandbox::{Attempt, BodyDigest, Downloads, SandboxClient};
+use crate::sandbox::{Attempt, BodyDigest, Downloads, PauseReason, SandboxClient};
 use crate::state::PollReport;
 
 /// Everything a poll needs; replaced as a whole on reload, so running polls finish with the

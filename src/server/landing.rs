@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Routes;
-use crate::scheduler::gate::PauseReason;
+use crate::sandbox::PauseReason;
 use crate::state::{State, TaskRow};
 use crate::zone::DangerZone;
 
