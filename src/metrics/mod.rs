@@ -467,7 +467,7 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State) {
         &polled,
         "krs_task_last_status_code",
         "HTTP status of the latest poll's final attempt; 0 when no response arrived.",
-        |t| Some(u64::from(t.last_status)),
+        |t| Some(u64::from(t.last_status.unwrap_or(0))),
     );
     if !complete {
         return;
@@ -826,7 +826,7 @@ mod tests {
                 state.apply(PollReport {
                     task: TaskId::parse(TASK).expect("valid id"),
                     finished: SystemTime::now(),
-                    status: 200,
+                    status: Some(200),
                     result: Ok(files.into()),
                 });
             }
@@ -878,7 +878,7 @@ mod tests {
             state.apply(PollReport {
                 task: spec.id.clone(),
                 finished: SystemTime::now(),
-                status: 200,
+                status: Some(200),
                 result: Ok(vec![Download {
                     zone: DangerZone::Red,
                     sha256: "aa".into(),
@@ -948,7 +948,7 @@ mod tests {
             state.apply(PollReport {
                 task: TaskId::parse(id).expect("valid id"),
                 finished: UNIX_EPOCH + Duration::from_millis(1_764_135_791_250),
-                status: 200,
+                status: Some(200),
                 result: Ok(files.into()),
             });
         };
@@ -1029,7 +1029,7 @@ mod tests {
             let applied = state.apply(PollReport {
                 task: TaskId::parse(TASK).expect("valid id"),
                 finished: SystemTime::now(),
-                status: 200,
+                status: Some(200),
                 result: Ok(files.into()),
             });
             assert_eq!(
@@ -1077,7 +1077,7 @@ mod tests {
             state.apply(PollReport {
                 task: TaskId::parse(id).expect("valid id"),
                 finished: UNIX_EPOCH + Duration::from_millis(1_764_135_791_250),
-                status: 200,
+                status: Some(200),
                 result: Ok(vec![red("aa"), red("bb"), red("cc")].into()),
             });
         }

@@ -184,7 +184,8 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
         }
     }
     let task = end.report.task.clone();
-    let status = end.report.status;
+    // Logged as 0 when no response arrived, like `krs_task_last_status_code`.
+    let status = end.report.status.unwrap_or(0);
     let error = end.report.result.as_ref().err().cloned();
     let files = end.report.result.as_ref().ok().and_then(Downloads::files);
     let applied = state.apply(end.report);

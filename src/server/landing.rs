@@ -86,7 +86,7 @@ fn render(routes: &Page) -> String {
             state_cell(task),
             task.last_poll.map(timestamp).unwrap_or_default(),
             if task.last_poll.is_some() {
-                task.last_status.to_string()
+                task.last_status.unwrap_or(0).to_string()
             } else {
                 String::new()
             },
