@@ -154,7 +154,8 @@ struct TaskState {
 }
 
 /// The per-task counts derived from one successful response. Strings are already cleaned.
-#[derive(Debug, Default)]
+/// Immutable once stored: renderers may cache what they derive from it per `Arc`.
+#[derive(Debug, Default, PartialEq)]
 pub struct Snapshot {
     /// Files per zone, indexed by [`DangerZone::index`].
     pub zones: [u64; 6],
@@ -171,54 +172,6 @@ pub struct Snapshot {
     pub files_dropped: u64,
     /// Records of the response that were not exported (see the decoder's `SkipReason`).
     pub skipped_records: u64,
-    /// The snapshot's exposition lines, written at the first scrape that needs them and reused
-    /// by every later scrape until a poll brings a different body (see `metrics`).
-    pub rendered: OnceLock<Parts>,
-}
-
-/// Text in consecutive parts (one per metric family), stored as one allocation.
-#[derive(Debug)]
-pub struct Parts {
-    text: Box<str>,
-    ends: Box<[u32]>,
-}
-
-impl Parts {
-    /// `text` cut at `ends`: part `i` is `text[ends[i-1]..ends[i]]`. Ends must ascend within
-    /// the text and fall on char boundaries; a part that does not reads as `""`.
-    pub fn new(text: String, ends: Vec<u32>) -> Parts {
-        Parts {
-            text: text.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
-        }
-    }
-
-    /// Part `i`, or `""` past the last one.
-    pub fn get(&self, i: usize) -> &str {
-        let start = if i == 0 {
-            0
-        } else {
-            self.ends.get(i - 1).copied().unwrap_or(u32::MAX)
-        };
-        let end = self.ends.get(i).copied().unwrap_or(0);
-        self.text
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-    }
-}
-
-impl PartialEq for Snapshot {
-    /// Equal counts and files; whether the lines were rendered yet does not matter.
-    fn eq(&self, other: &Self) -> bool {
-        self.zones == other.zones
-            && self.bytes == other.bytes
-            && self.https == other.https
-            && self.yara == other.yara
-            && self.detections == other.detections
-            && self.files == other.files
-            && self.files_dropped == other.files_dropped
-            && self.skipped_records == other.skipped_records
-    }
 }
 
 /// A file named in `krs_download_info`.

@@ -55,7 +55,7 @@ impl Metrics {
         if TextEncoder::new().encode(&families, &mut buf).is_ok() {
             out.text().push_str(&String::from_utf8_lossy(&buf));
         }
-        tasks::render_tasks(&mut out, state);
+        self.tasks.render(&mut out, state);
         out.finish()
     }
 }
@@ -125,7 +125,7 @@ mod tests {
             200
         );
         assert_eq!(
-            tasks_text(&state),
+            tasks_text(&tasks::TaskFamilies::default(), &state),
             whole[whole.find("# HELP krs_watched_tasks").unwrap()..]
         );
 

@@ -9,7 +9,7 @@ use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
-use super::{appliance, web};
+use super::{appliance, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
 use crate::sandbox::{Attempt, AttemptError, Downloads, FailureReason};
@@ -46,6 +46,8 @@ pub struct Metrics {
     pub web: web::WebMetrics,
     /// The fleet-wide pause and retry budget ([`appliance`]).
     pub appliance: appliance::ApplianceMetrics,
+    /// The per-task families' renderer and its cache ([`tasks`]).
+    pub(super) tasks: tasks::TaskFamilies,
 }
 
 impl Metrics {
@@ -223,6 +225,7 @@ impl Metrics {
             error_codes: Mutex::new(HashSet::new()),
             web,
             appliance,
+            tasks: tasks::TaskFamilies::default(),
         }
     }
 

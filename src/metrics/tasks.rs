@@ -3,16 +3,124 @@
 //! timestamps and status) and the counts of its latest successful response (zones, rules,
 //! detections, `krs_download_info`), the last reused from scrape to scrape until a poll
 //! brings a different body.
+//!
+//! The renderer owns that render cache ([`TaskFamilies`]): the state hands out immutable
+//! snapshots behind `Arc`s and knows nothing of their text. The cache is keyed by the snapshot's
+//! allocation and holds a `Weak` to it, which keeps the address from being reused while the
+//! entry lives; entries of snapshots the state has dropped go at the next scrape.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::exposition::{self, header, sample, Chunks, UnixMillis};
-use crate::state::{Parts, Snapshot, State, TaskRow};
+use crate::state::{Snapshot, State, TaskRow};
 use crate::zone::DangerZone;
+
+/// The per-task families' renderer, with its cache of each snapshot's lines.
+#[derive(Default)]
+pub struct TaskFamilies {
+    /// Keyed by `Arc::as_ptr` of the snapshot. Locked to look up and to store, never while
+    /// formatting, so concurrent scrapes only contend for map updates.
+    cache: Mutex<HashMap<usize, Cached>>,
+}
+
+struct Cached {
+    snapshot: Weak<Snapshot>,
+    parts: Arc<Parts>,
+}
+
+/// Text in consecutive parts (one per metric family), stored as one allocation.
+#[derive(Debug)]
+pub struct Parts {
+    text: Box<str>,
+    ends: Box<[u32]>,
+}
+
+impl TaskFamilies {
+    /// Writes the per-task families of `state` to `out`.
+    pub fn render(&self, out: &mut Chunks<'_>, state: &State) {
+        render_tasks(out, state, self);
+    }
+
+    /// Snapshots whose lines are cached.
+    #[cfg(test)]
+    pub fn cached(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The lines of each snapshot, from the cache or written now (outside the lock). Drops the
+    /// entries of snapshots no longer alive.
+    fn parts(&self, snapshots: &[(&str, &Arc<Snapshot>)]) -> Vec<Arc<Parts>> {
+        let found: Vec<Option<Arc<Parts>>> = {
+            let cache = self.lock();
+            snapshots
+                .iter()
+                .map(|(_, snap)| {
+                    cache
+                        .get(&key(snap))
+                        .filter(|c| std::ptr::eq(c.snapshot.as_ptr(), Arc::as_ptr(snap)))
+                        .map(|c| Arc::clone(&c.parts))
+                })
+                .collect()
+        };
+        let mut written = Vec::new();
+        let parts: Vec<Arc<Parts>> = found
+            .into_iter()
+            .zip(snapshots)
+            .map(|(cached, (id, snap))| {
+                cached.unwrap_or_else(|| {
+                    let parts = Arc::new(snapshot_parts(id, snap));
+                    written.push((Arc::downgrade(snap), Arc::clone(&parts)));
+                    parts
+                })
+            })
+            .collect();
+        let mut cache = self.lock();
+        cache.retain(|_, c| c.snapshot.strong_count() > 0);
+        for (snapshot, parts) in written {
+            cache.insert(snapshot.as_ptr() as usize, Cached { snapshot, parts });
+        }
+        parts
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<usize, Cached>> {
+        // Updates are single inserts and removals: a poisoned map is still a valid cache.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Parts {
+    /// `text` cut at `ends`: part `i` is `text[ends[i-1]..ends[i]]`. Ends must ascend within
+    /// the text and fall on char boundaries; a part that does not reads as `""`.
+    pub fn new(text: String, ends: Vec<u32>) -> Parts {
+        Parts {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// Part `i`, or `""` past the last one.
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends.get(i - 1).copied().unwrap_or(u32::MAX)
+        };
+        let end = self.ends.get(i).copied().unwrap_or(0);
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+}
+
+fn key(snapshot: &Arc<Snapshot>) -> usize {
+    Arc::as_ptr(snapshot) as usize
+}
 
 /// Writes the per-task families from one consistent copy of the state, taken in a few
 /// milliseconds; the formatting runs without the state lock.
-pub fn render_tasks(out: &mut Chunks<'_>, state: &State) {
+fn render_tasks(out: &mut Chunks<'_>, state: &State, families: &TaskFamilies) {
     let view = state.read();
     let watch = view.watch_list();
 
@@ -87,15 +195,15 @@ pub fn render_tasks(out: &mut Chunks<'_>, state: &State) {
 
     // The families drawn from a snapshot change only when a poll brings a different body, so
     // each snapshot's lines are written once and copied by every later scrape.
-    let parts: Vec<(&Parts, &Snapshot)> = view
+    let snapshots: Vec<(&str, &Arc<Snapshot>)> = view
         .tasks()
-        .filter_map(|(spec, t)| {
-            let snap = t.snapshot.as_deref()?;
-            let parts = snap
-                .rendered
-                .get_or_init(|| snapshot_parts(spec.id.as_str(), snap));
-            Some((parts, snap))
-        })
+        .filter_map(|(spec, t)| Some((spec.id.as_str(), t.snapshot.as_ref()?)))
+        .collect();
+    let parts = families.parts(&snapshots);
+    let parts: Vec<(&Parts, &Snapshot)> = parts
+        .iter()
+        .zip(&snapshots)
+        .map(|(p, (_, snap))| (&**p, &***snap))
         .collect();
     // Info series of the whole scrape are capped too: the first tasks of the watch list keep
     // theirs, the rest are counted in `krs_download_info_dropped_series`.
@@ -316,7 +424,7 @@ mod tests {
             // The per-task families carry the sandbox's strings; the registry part (with the
             // fleet counters' rule labels) is checked by the test below, once, since gathering
             // the process metrics on every case would dominate the run.
-            let text = tasks_text(&state);
+            let text = tasks_text(&TaskFamilies::default(), &state);
             for line in text.lines() {
                 prop_assert!(valid_line(line).is_ok(), "{:?}: {:?}", line, valid_line(line));
             }
@@ -359,15 +467,10 @@ mod tests {
         };
         poll(TASK, vec![red("aa")]);
         poll(OTHER_TASK, vec![red("bb")]);
-        let render = || tasks_text(&state);
+        let families = TaskFamilies::default();
+        let render = || tasks_text(&families, &state);
         let first = render();
-        assert!(state.read().tasks().all(|(_, t)| t
-            .snapshot
-            .as_ref()
-            .unwrap()
-            .rendered
-            .get()
-            .is_some()));
+        assert_eq!(families.cached(), 2);
         assert_eq!(render(), first);
 
         // Each family is one block: header, then the samples of both tasks.
@@ -392,6 +495,11 @@ mod tests {
 
         poll(TASK, vec![red("aa"), red("cc")]);
         let second = render();
+        assert_eq!(
+            families.cached(),
+            2,
+            "the replaced snapshot's lines are dropped"
+        );
         let red_line =
             |id: &str| format!("krs_task_downloads{{task_id=\"{id}\",danger_zone=\"Red\"}}");
         assert!(second.contains(&format!("{} 2\n", red_line(TASK))));
@@ -430,7 +538,7 @@ mod tests {
                 result: Ok(vec![red("aa"), red("bb"), red("cc")].into()),
             });
         }
-        let text = tasks_text(&state);
+        let text = tasks_text(&TaskFamilies::default(), &state);
         let info = text
             .lines()
             .filter(|l| l.starts_with("krs_download_info{"))

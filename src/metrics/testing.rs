@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::exposition::Chunks;
-use super::tasks::render_tasks;
+use super::tasks::TaskFamilies;
 use crate::sandbox::Download;
 use crate::state::State;
 use crate::zone::DangerZone;
@@ -136,14 +136,14 @@ pub fn valid_line(line: &str) -> Result<(), String> {
 }
 
 /// The per-task families alone, in small chunks so that chunk boundaries are exercised.
-pub fn tasks_text(state: &State) -> String {
+pub fn tasks_text(families: &TaskFamilies, state: &State) -> String {
     let mut all = String::new();
     let mut emit = |chunk: String| {
         all.push_str(&chunk);
         true
     };
     let mut out = Chunks::new(64, &mut emit);
-    render_tasks(&mut out, state);
+    families.render(&mut out, state);
     assert!(out.finish());
     all
 }
