@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -53,45 +54,49 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(shard: Shard) -> Self {
         let registry = Registry::new();
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("static metric definition is valid");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric names are unique");
-            c
+        let r = &registry;
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(r, IntCounterVec::new(Opts::new(name, help), labels))
         };
-        let api_requests = counter_vec(
+        let counter = |name: &str, help: &str| register(r, IntCounter::new(name, help));
+        let int_gauge = |name: &str, help: &str| register(r, IntGauge::new(name, help));
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            register(
+                r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+            )
+        };
+        let api_requests = counters(
             "krs_api_requests_total",
             "HTTP responses received from the sandbox, every attempt, by status code.",
             &["code"],
         );
-        let api_errors = counter_vec(
+        let api_errors = counters(
             "krs_api_errors_total",
             "Sandbox responses with status >= 400, by status and the sandbox's error code.",
             &["code", "error_code"],
         );
-        let api_failures = counter_vec(
+        let api_failures = counters(
             "krs_api_request_failures_total",
             "Attempts that got no usable response, by reason.",
             &["reason"],
         );
-        let downloads = counter_vec(
+        let downloads = counters(
             "krs_downloads_total",
             "Newly observed downloaded files (after each task's baseline poll), by danger zone.",
             &["danger_zone"],
         );
-        let yara_hits = counter_vec(
+        let yara_hits = counters(
             "krs_yara_hits_total",
             "Newly observed (file, YARA rule) matches, by rule.",
             &["rule"],
         );
-        let skipped_records = counter_vec(
+        let skipped_records = counters(
             "krs_api_skipped_records_total",
             "Records of decoded responses that were not exported, by reason (each distinct body counted once).",
             &["reason"],
         );
-        let repaired_values = counter_vec(
+        let repaired_values = counters(
             "krs_api_repaired_values_total",
             "Values of decoded responses mended to keep their record: bad UTF-8 or escapes, numbers no float holds.",
             &["reason"],
@@ -108,13 +113,6 @@ impl Metrics {
         for zone in DangerZone::DOCUMENTED {
             downloads.with_label_values(&[zone.as_str()]);
         }
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("static metric definition is valid");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric names are unique");
-            c
-        };
         let api_retries = counter("krs_api_retries_total", "Attempts beyond the first.");
         let polls = counter(
             "krs_polls_total",
@@ -128,14 +126,6 @@ impl Metrics {
             "krs_poll_panics_total",
             "Polls that panicked while processing a response (contained; the task is polled again).",
         );
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("static metric definition is valid");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("metric names are unique");
-            h
-        };
         let api_duration = histogram(
             "krs_api_request_duration_seconds",
             "Duration of one attempt, request to full body.",
@@ -150,13 +140,6 @@ impl Metrics {
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ],
         );
-        let int_gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("static metric definition is valid");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric names are unique");
-            g
-        };
         let api_up = int_gauge(
             "krs_api_up",
             "1 if the latest attempt got an HTTP response other than 401, 403 or 5xx.",
@@ -165,27 +148,25 @@ impl Metrics {
             "krs_config_last_reload_successful",
             "1 if the latest configuration load or reload succeeded.",
         );
-        let reload_ok_time = Gauge::new(
-            "krs_config_last_reload_success_timestamp_seconds",
-            "Time of the latest successful configuration load.",
+        let reload_ok_time = register(
+            r,
+            Gauge::new(
+                "krs_config_last_reload_success_timestamp_seconds",
+                "Time of the latest successful configuration load.",
+            ),
+        );
+        register(
+            r,
+            IntGauge::with_opts(
+                Opts::new(
+                    "krs_exporter_build_info",
+                    "Build information of the running exporter.",
+                )
+                .const_label("version", env!("CARGO_PKG_VERSION"))
+                .const_label("revision", env!("KRS_BUILD_REVISION")),
+            ),
         )
-        .expect("static metric definition is valid");
-        registry
-            .register(Box::new(reload_ok_time.clone()))
-            .expect("metric names are unique");
-        let build_info = IntGauge::with_opts(
-            Opts::new(
-                "krs_exporter_build_info",
-                "Build information of the running exporter.",
-            )
-            .const_label("version", env!("CARGO_PKG_VERSION"))
-            .const_label("revision", env!("KRS_BUILD_REVISION")),
-        )
-        .expect("static metric definition is valid");
-        build_info.set(1);
-        registry
-            .register(Box::new(build_info))
-            .expect("metric names are unique");
+        .set(1);
         int_gauge(
             "krs_shard_index",
             "This replica's shard (0 when the watch list is not sharded).",
@@ -360,6 +341,20 @@ impl Default for Metrics {
         Metrics::new(Shard::ALL)
     }
 }
+/// Registers a metric built from a static definition and returns it (a handle sharing the
+/// registered one). Panics only on a programming error: an invalid definition or a name
+/// registered twice, which every test run would show.
+pub(super) fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: Collector + Clone + 'static,
+{
+    let metric = metric.expect("static metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
 /// Seconds since the Unix epoch, with millisecond resolution.
 pub fn unix_seconds(t: SystemTime) -> f64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
