@@ -76,9 +76,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// to fill it.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
 
-/// How long shutdown waits for open connections to finish their requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// A reload asked for over HTTP; the answer is `Ok(summary)` or `Err(problems)`.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
@@ -266,13 +263,15 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// Accepts connections until `shutdown`, then drains them within [`DRAIN_TIMEOUT`].
+/// Accepts connections until `shutdown`, then gives open connections `drain` to finish their
+/// requests (the shutdown grace period).
 pub async fn serve(
     listener: TcpListener,
     routes: Arc<Routes>,
     tls: Option<Arc<TlsAcceptorCache>>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
+    drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Connections {
@@ -310,7 +309,7 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => info!("HTTP server drained"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("HTTP connections still open after the drain timeout"),
+        () = tokio::time::sleep(drain) => warn!("HTTP connections still open after the grace period"),
     }
 }
 
