@@ -194,16 +194,13 @@ pub async fn run(
     }
     let (basic_auth, headers) = Routes::web_parts(&options.web);
     let routes = Arc::new(Routes {
-        state,
-        metrics,
         telemetry_path: options.telemetry_path,
-        reload: reload_tx,
         banner: options.banner,
         max_requests: (options.max_requests > 0)
             .then(|| server::RequestCaps::new(options.max_requests)),
         basic_auth,
         headers,
-        page_renders: tokio::sync::Semaphore::new(1),
+        ..Routes::new(state, metrics, reload_tx)
     });
     let serving = server::serve(
         listener,
