@@ -5,10 +5,11 @@
 //! response-size cap enforced while streaming so a hostile or broken appliance cannot make us
 //! buffer more than `max_response_bytes`.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use thiserror::Error;
+use tokio::time::Instant;
 
 use crate::blocking;
 use crate::config::{SandboxConfig, TaskId};
