@@ -232,7 +232,7 @@ fn report(task: &TaskId, files: Vec<Download>) -> PollReport {
     PollReport {
         task: task.clone(),
         finished: SystemTime::now(),
-        status: 200,
+        status: Some(200),
         result: Ok(files.into()),
     }
 }

@@ -72,6 +72,7 @@ async fn main() {
         web: Default::default(),
         hangups: krs_exporter::signals::Hangups::none(),
         connection_limits: Default::default(),
+        shutdown_grace: app::DEFAULT_SHUTDOWN_GRACE,
     };
     let exporter = tokio::spawn(app::run(source, active, listener, options, token.clone()));
     let http = reqwest::Client::new();

@@ -144,7 +144,7 @@ fn measure(name: &str, body: &[u8]) {
     state.apply(PollReport {
         task: id,
         finished: SystemTime::now(),
-        status: 200,
+        status: Some(200),
         result: Ok(Downloads::Changed {
             decoded,
             digest: None,

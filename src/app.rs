@@ -25,8 +25,9 @@ use crate::signals::Hangups;
 use crate::state::{State, WatchList};
 use krs_web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
 
-/// How long shutdown waits for the scheduler after the server has drained.
-const SCHEDULER_STOP_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long shutdown may take, from the termination signal to exit: the HTTP drain, the
+/// scheduler's and the runtime's all fit in it.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the configuration comes from, and comes again on reload.
 #[derive(Clone, Debug)]
@@ -62,6 +63,9 @@ pub struct Options {
     /// Open connections in all and per peer (`--web.max-connections`,
     /// `--web.max-connections-per-peer`), and their deadlines.
     pub connection_limits: server::ConnectionLimits,
+    /// The one bound on shutdown ([`DEFAULT_SHUTDOWN_GRACE`]): open connections and running
+    /// polls get this long from cancellation; whatever is left then is abandoned.
+    pub shutdown_grace: Duration,
 }
 
 /// Loads and validates the configuration, keeps the tasks of `shard`, and builds the client:
@@ -93,13 +97,37 @@ pub async fn load_off_thread(source: ConfigSource, shard: Shard) -> Result<Activ
     off_thread(move || load(&source, shard)).await
 }
 
-/// Runs `f` on a blocking thread. Dropping the future abandons the thread, and the runtime's
-/// `shutdown_timeout` in [`crate::cli`] does not wait for it, so no file can hold up an exit.
+/// Runs `f` on a thread of its own, outside the runtime's blocking pool: dropping the future
+/// abandons the thread, and the runtime's shutdown has nothing to wait for, so no file (a FIFO,
+/// a 300k-task list) can hold up an exit. The process ends the thread at exit.
 pub async fn off_thread<T, F>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let slot = Arc::new(std::sync::Mutex::new(Some(f)));
+    let theirs = Arc::clone(&slot);
+    let job = move || {
+        if let Some(f) = take(&theirs) {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("krs-load".into())
+        .spawn(job);
+    if spawned.is_ok() {
+        return match rx.await {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // The thread ended without an answer: only an abort does that.
+            Err(_) => std::future::pending().await,
+        };
+    }
+    // No thread to be had (a process limit): the runtime's blocking pool instead.
+    let Some(f) = take(&slot) else {
+        return std::future::pending().await;
+    };
     match tokio::task::spawn_blocking(f).await {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -108,7 +136,11 @@ where
     }
 }
 
-/// Runs the exporter until `shutdown` is cancelled, then drains within a few seconds.
+fn take<F>(slot: &std::sync::Mutex<Option<F>>) -> Option<F> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Runs the exporter until `shutdown` is cancelled, then drains within `options.shutdown_grace`.
 ///
 /// Fails only if the web configuration's certificates cannot be loaded; nothing is started then.
 pub async fn run(
@@ -133,11 +165,13 @@ pub async fn run(
     );
 
     let (active_tx, active_rx) = watch::channel(Arc::new(active));
+    let grace = options.shutdown_grace;
     let scheduler = tokio::spawn(scheduler::run(
         active_rx,
         Arc::clone(&state),
         Arc::clone(&metrics),
         shutdown.clone(),
+        grace,
     ));
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
@@ -160,32 +194,35 @@ pub async fn run(
     }
     let (basic_auth, headers) = Routes::web_parts(&options.web);
     let routes = Arc::new(Routes {
-        state,
-        metrics,
         telemetry_path: options.telemetry_path,
-        reload: reload_tx,
         banner: options.banner,
         max_requests: (options.max_requests > 0)
             .then(|| server::RequestCaps::new(options.max_requests)),
         basic_auth,
         headers,
-        page_renders: tokio::sync::Semaphore::new(1),
+        ..Routes::new(state, metrics, reload_tx)
     });
-    server::serve(
+    let serving = server::serve(
         listener,
         routes,
         tls,
         options.connection_limits,
         shutdown.clone(),
-    )
-    .await;
-
+        grace,
+    );
+    let mut serving = std::pin::pin!(serving);
+    let served = tokio::select! {
+        () = &mut serving => true,
+        () = shutdown.cancelled() => false,
+    };
+    // The server and the scheduler drain at once, each within the grace; this bounds both.
+    let deadline = tokio::time::Instant::now() + grace;
     shutdown.cancel();
-    if tokio::time::timeout(SCHEDULER_STOP_TIMEOUT, scheduler)
-        .await
-        .is_err()
-    {
-        warn!("scheduler did not stop in time");
+    if !served && tokio::time::timeout_at(deadline, serving).await.is_err() {
+        warn!("HTTP server did not stop within the grace period");
+    }
+    if tokio::time::timeout_at(deadline, scheduler).await.is_err() {
+        warn!("scheduler did not stop within the grace period");
     }
     // The reloader stops at cancellation; a load it started is left to its blocking thread.
     reloads.abort();

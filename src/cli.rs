@@ -7,6 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
@@ -167,14 +168,17 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    let outcome = runtime.block_on(daemon(flags, shard));
-    // A load or reload still reading a file holds a blocking thread; it must not delay the exit.
-    runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+    let grace = app::DEFAULT_SHUTDOWN_GRACE;
+    let stopping = Arc::new(OnceLock::new());
+    let outcome = runtime.block_on(daemon(flags, shard, grace, Arc::clone(&stopping)));
+    // What is left of the grace period since the termination signal bounds the runtime's wait
+    // for its blocking work (loads run on threads of their own and are not waited for).
+    let left = stopping.get().map_or(grace, |at: &std::time::Instant| {
+        grace.saturating_sub(at.elapsed())
+    });
+    runtime.shutdown_timeout(left);
     outcome
 }
-
-/// How long the runtime waits for blocking threads once the daemon has stopped.
-const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Everything start-up prepares before [`app::run`].
 struct Started {
@@ -189,7 +193,12 @@ struct Started {
 
 /// Registers signals, then starts up and runs until SIGTERM/SIGINT. A SIGTERM during start-up
 /// stops it there (exit 0); a SIGHUP then is held and becomes a reload after start.
-async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
+async fn daemon(
+    flags: Flags,
+    shard: Shard,
+    grace: Duration,
+    stopping: Arc<OnceLock<std::time::Instant>>,
+) -> Result<Outcome, CliError> {
     let Signals {
         mut termination,
         hangups,
@@ -199,6 +208,7 @@ async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
     let started = tokio::select! {
         biased;
         () = termination.recv() => {
+            let _ = stopping.set(std::time::Instant::now());
             shutdown.cancel();
             info!("stopped during start-up");
             return Ok(Outcome::Stopped);
@@ -216,6 +226,7 @@ async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
     let stop = shutdown.clone();
     tokio::spawn(async move {
         termination.recv().await;
+        let _ = stopping.set(std::time::Instant::now());
         stop.cancel();
     });
     let options = Options {
@@ -230,6 +241,7 @@ async fn daemon(flags: Flags, shard: Shard) -> Result<Outcome, CliError> {
             per_peer: flags.max_connections_per_peer as usize,
             ..server::ConnectionLimits::default()
         },
+        shutdown_grace: grace,
     };
     app::run(source, active, listener, options, shutdown).await?;
     Ok(Outcome::Stopped)

@@ -5,13 +5,19 @@
 //! activity, and the health of the sandbox API on `/metrics`.
 //!
 //! # Component map
-//! Data flows one way:
+//! Data flows one way; an arrow is also the direction of the imports (the downstream module
+//! names the upstream one's types, never the reverse):
 //!
 //! ```text
-//! config ──► scheduler ──► sandbox (client, decode, classify) ──► state ──► metrics ─┐
-//!   ▲           │  (retry, gate)                                       │              ├─► server
-//!   └── app (reload, shutdown) ◄── SIGHUP / POST /-/reload             └─► landing ───┘
+//! config ──► scheduler ──► sandbox (client, urls, decode, classify) ──► state ──► metrics ──┐
+//!   ▲          │ (retry, gate, budget)                                    │          ▲        ├─► server
+//!   │          └──── records attempts, polls, pauses, panics ─────────────┼──────────┘        │
+//!   │                                                                     └─► landing ────────┘
+//!   └── app (reload, shutdown) ◄── SIGHUP / POST /-/reload
 //! ```
+//!
+//! The scheduler hands each finished poll to the state and records it in metrics; the state
+//! imports neither. The server reads the state and renders metrics; it never calls the sandbox.
 //!
 //! Beside this crate, the workspace holds the crates it reads through:
 //! - `krs_web_config`: `--web.config.file` (TLS, client certificates, basic auth, headers), and
@@ -27,9 +33,9 @@
 //! | [`app`] | wiring, reloads, the shutdown path |
 //! | [`scheduler`] | when each task is polled, concurrency, retries, the pause gate |
 //! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
-//! | [`sandbox`] | one HTTP attempt, response decoding, error classification |
-//! | [`state`] | per-task records, baselines for the fleet counters |
-//! | [`metrics`] | the metrics contract and the exposition text |
+//! | [`sandbox`] | one HTTP attempt, the API's URL layout, response decoding, error classification |
+//! | [`state`] | per-task records and the typed poll outcome, baselines for the fleet counters |
+//! | [`metrics`] | the registry and its recording methods, the per-task families and their render cache, the exposition text |
 //! | [`server`] | HTTP routes and the landing page |
 //! | [`signals`] | SIGTERM/SIGINT and SIGHUP, registered before anything else |
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |

@@ -13,12 +13,16 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
 
 use crate::config::{Config, MetricsConfig, TaskId, TaskSpec};
 use crate::labels::{self, OTHER};
 use crate::sandbox::decode::Decoded;
-use crate::sandbox::{BodyDigest, Download, Downloads};
+use crate::sandbox::{
+    ApiFailure, AttemptError, BodyDigest, Download, Downloads, FailureReason, PauseReason,
+};
 use crate::zone::DangerZone;
 
 /// Cap on the length of a stored error message (they can quote the sandbox).
@@ -60,10 +64,42 @@ pub struct Limits {
 pub struct PollReport {
     pub task: TaskId,
     pub finished: SystemTime,
-    /// HTTP status of the final attempt; 0 when no response arrived.
-    pub status: u16,
-    /// The downloads, or a one-line description of why there are none.
-    pub result: Result<Downloads, String>,
+    /// HTTP status of the final attempt; `None` when no response arrived.
+    pub status: Option<u16>,
+    /// The downloads, or why there are none.
+    pub result: Result<Downloads, PollError>,
+}
+
+/// Why a poll ended without downloads. The `Display` text is what the status page and the logs
+/// show.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum PollError {
+    /// The final attempt's answer was an error status.
+    #[error("sandbox answered HTTP {status}: {}", .failure.describe())]
+    Api {
+        status: u16,
+        failure: ApiFailure,
+        /// The sandbox's own error `code`, if the body carried one.
+        code: Option<String>,
+    },
+    /// The final attempt got no usable response: connection, timeout, size cap or an
+    /// undecodable body.
+    #[error("{reason}: {detail}")]
+    Transport {
+        reason: FailureReason,
+        detail: String,
+    },
+    /// No attempt was sent: the whole fleet is holding back from the appliance.
+    #[error(
+        "polling paused: {} ({}); next try in {}s",
+        .reason.as_str(),
+        .reason.describe(),
+        .remaining.as_secs().max(1)
+    )]
+    Paused {
+        reason: PauseReason,
+        remaining: Duration,
+    },
 }
 
 /// What a poll added to the fleet counters.
@@ -99,7 +135,8 @@ pub struct TaskRow {
     pub last_poll: Option<SystemTime>,
     pub last_success: Option<SystemTime>,
     pub up: bool,
-    pub last_status: u16,
+    /// HTTP status of the latest poll's final attempt; `None` when no response arrived.
+    pub last_status: Option<u16>,
     pub last_error: Option<Arc<str>>,
     /// From the latest successful poll; kept while later polls fail.
     pub snapshot: Option<Arc<Snapshot>>,
@@ -117,7 +154,8 @@ struct TaskState {
 }
 
 /// The per-task counts derived from one successful response. Strings are already cleaned.
-#[derive(Debug, Default)]
+/// Immutable once stored: renderers may cache what they derive from it per `Arc`.
+#[derive(Debug, Default, PartialEq)]
 pub struct Snapshot {
     /// Files per zone, indexed by [`DangerZone::index`].
     pub zones: [u64; 6],
@@ -134,54 +172,6 @@ pub struct Snapshot {
     pub files_dropped: u64,
     /// Records of the response that were not exported (see the decoder's `SkipReason`).
     pub skipped_records: u64,
-    /// The snapshot's exposition lines, written at the first scrape that needs them and reused
-    /// by every later scrape until a poll brings a different body (see `metrics`).
-    pub rendered: OnceLock<Parts>,
-}
-
-/// Text in consecutive parts (one per metric family), stored as one allocation.
-#[derive(Debug)]
-pub struct Parts {
-    text: Box<str>,
-    ends: Box<[u32]>,
-}
-
-impl Parts {
-    /// `text` cut at `ends`: part `i` is `text[ends[i-1]..ends[i]]`. Ends must ascend within
-    /// the text and fall on char boundaries; a part that does not reads as `""`.
-    pub fn new(text: String, ends: Vec<u32>) -> Parts {
-        Parts {
-            text: text.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
-        }
-    }
-
-    /// Part `i`, or `""` past the last one.
-    pub fn get(&self, i: usize) -> &str {
-        let start = if i == 0 {
-            0
-        } else {
-            self.ends.get(i - 1).copied().unwrap_or(u32::MAX)
-        };
-        let end = self.ends.get(i).copied().unwrap_or(0);
-        self.text
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-    }
-}
-
-impl PartialEq for Snapshot {
-    /// Equal counts and files; whether the lines were rendered yet does not matter.
-    fn eq(&self, other: &Self) -> bool {
-        self.zones == other.zones
-            && self.bytes == other.bytes
-            && self.https == other.https
-            && self.yara == other.yara
-            && self.detections == other.detections
-            && self.files == other.files
-            && self.files_dropped == other.files_dropped
-            && self.skipped_records == other.skipped_records
-    }
 }
 
 /// A file named in `krs_download_info`.
@@ -207,6 +197,23 @@ struct SeenFile {
     zone: DangerZone,
     /// Hashes of the file's YARA rules, sorted and distinct.
     rules: Vec<u64>,
+}
+
+impl From<AttemptError> for PollError {
+    fn from(error: AttemptError) -> Self {
+        match error {
+            AttemptError::Api {
+                status,
+                failure,
+                body,
+            } => PollError::Api {
+                status,
+                failure,
+                code: body.and_then(|b| b.code),
+            },
+            AttemptError::Transport { reason, detail } => PollError::Transport { reason, detail },
+        }
+    }
 }
 
 impl Default for Limits {
@@ -287,7 +294,10 @@ impl State {
                 Outcome::Changed(Box::new(prepare(&decoded, &limits)), digest)
             }
             Ok(Downloads::Unchanged(digest)) => Outcome::Unchanged(digest),
-            Err(error) => Outcome::Failed(labels::clean(&error_or_default(error), MAX_ERROR_CHARS)),
+            Err(error) => Outcome::Failed(labels::clean(
+                &error_or_default(error.to_string()),
+                MAX_ERROR_CHARS,
+            )),
         };
         let mut inner = self.write();
         // A reload between reading the limits and taking the lock has cleared the digests; a
@@ -694,7 +704,7 @@ mod tests {
         PollReport {
             task: TaskId::parse(id).unwrap(),
             finished: SystemTime::now(),
-            status: 200,
+            status: Some(200),
             result: Ok(files.into()),
         }
     }
@@ -730,8 +740,11 @@ mod tests {
         );
         let before = s.read().tasks().next().unwrap().1.clone();
         s.apply(PollReport {
-            status: 503,
-            result: Err("down".into()),
+            status: Some(503),
+            result: Err(PollError::Transport {
+                reason: FailureReason::Connect,
+                detail: "down".into(),
+            }),
             ..ok(T1, Vec::new())
         });
         let mut report = unchanged(T1, body);
@@ -742,7 +755,7 @@ mod tests {
         let view = s.read();
         let after = view.tasks().next().unwrap().1;
         assert!(after.up && after.last_error.is_none());
-        assert_eq!(after.last_status, 200);
+        assert_eq!(after.last_status, Some(200));
         assert_eq!(after.last_success, after.last_poll);
         assert!(after.last_poll > before.last_poll);
         assert!(Arc::ptr_eq(
@@ -870,15 +883,53 @@ mod tests {
         s.apply(PollReport {
             task: TaskId::parse(T1).unwrap(),
             finished: SystemTime::now(),
-            status: 500,
-            result: Err("sandbox answered HTTP 500\nforged=1".into()),
+            status: Some(500),
+            result: Err(PollError::Transport {
+                reason: FailureReason::InvalidResponse,
+                detail: "body said\nforged=1".into(),
+            }),
         });
         let view = s.read();
         let (_, t) = view.tasks().next().unwrap();
         assert!(!t.up);
-        assert_eq!(t.last_status, 500);
+        assert_eq!(t.last_status, Some(500));
         assert!(t.snapshot.is_some());
         assert!(!t.last_error.as_ref().unwrap().contains('\n'));
+    }
+
+    #[test]
+    fn a_typed_poll_error_reads_on_the_record_as_the_same_one_line_text() {
+        let s = state(&[T1]);
+        let api = AttemptError::Api {
+            status: 404,
+            failure: ApiFailure::TaskNotFound,
+            body: None,
+        };
+        let text = api.to_string();
+        s.apply(PollReport {
+            status: Some(404),
+            result: Err(api.into()),
+            ..ok(T1, Vec::new())
+        });
+        assert_eq!(
+            s.read().tasks().next().unwrap().1.last_error.as_deref(),
+            Some(text.as_str())
+        );
+        s.apply(PollReport {
+            status: None,
+            result: Err(PollError::Paused {
+                reason: PauseReason::RetryAfter,
+                remaining: Duration::from_millis(200),
+            }),
+            ..ok(T1, Vec::new())
+        });
+        let view = s.read();
+        let row = view.tasks().next().unwrap().1;
+        assert_eq!(row.last_status, None);
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("polling paused: retry_after (the sandbox asked to retry later (Retry-After)); next try in 1s")
+        );
     }
 
     #[test]
@@ -904,8 +955,12 @@ mod tests {
         s.apply(PollReport {
             task: TaskId::parse(T2).unwrap(),
             finished: SystemTime::now(),
-            status: 404,
-            result: Err("not found".into()),
+            status: Some(404),
+            result: Err(PollError::Api {
+                status: 404,
+                failure: ApiFailure::TaskNotFound,
+                code: Some("6".into()),
+            }),
         });
         assert!(s.ready());
     }

@@ -267,34 +267,6 @@ impl Config {
     }
 }
 
-impl SandboxConfig {
-    /// `<base>/api/v1/sandbox/tasks`.
-    pub fn tasks_url(&self) -> url::Url {
-        let mut url = self.url.clone();
-        url.path_segments_mut()
-            // Invariant: validation admits only http(s) URLs, which always have a path.
-            .expect("an http(s) URL can be a base")
-            .pop_if_empty()
-            .extend(["api", "v1", "sandbox", "tasks"]);
-        url
-    }
-
-    /// `<base>/api/v1/sandbox/tasks/<id>/downloads`.
-    pub fn downloads_url(&self, id: &TaskId) -> url::Url {
-        downloads_url(&self.tasks_url(), id)
-    }
-}
-
-/// A task's downloads URL below `tasks_url` ([`SandboxConfig::tasks_url`]): appending two
-/// segments to a parsed URL is far cheaper per request than building and parsing a string.
-pub fn downloads_url(tasks_url: &url::Url, id: &TaskId) -> url::Url {
-    let mut url = tasks_url.clone();
-    url.path_segments_mut()
-        .expect("an http(s) URL can be a base")
-        .extend([id.as_str(), "downloads"]);
-    url
-}
-
 impl Default for PollingConfig {
     fn default() -> Self {
         PollingConfig {

@@ -9,7 +9,8 @@ use std::time::SystemTime;
 
 use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
 
-use crate::scheduler::gate::PauseReason;
+use super::registry::register;
+use crate::sandbox::PauseReason;
 
 /// Handles for the pause and the retry budget, and the current pause for the status page.
 pub struct ApplianceMetrics {
@@ -21,25 +22,23 @@ pub struct ApplianceMetrics {
 
 impl ApplianceMetrics {
     pub fn register(registry: &Registry) -> Self {
-        let paused = IntGaugeVec::new(
-            Opts::new(
-                "krs_api_paused",
-                "1 while all polling is paused for this reason (one probe per period), else 0.",
+        let paused = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "krs_api_paused",
+                    "1 while all polling is paused for this reason (one probe per period), else 0.",
+                ),
+                &["reason"],
             ),
-            &["reason"],
-        )
-        .expect("static metric definition is valid");
-        let budget_exhausted = IntCounter::new(
-            "krs_api_retry_budget_exhausted_total",
-            "Retries not sent because the fleet-wide retry budget was spent.",
-        )
-        .expect("static metric definition is valid");
-        registry
-            .register(Box::new(paused.clone()))
-            .expect("metric names are unique");
-        registry
-            .register(Box::new(budget_exhausted.clone()))
-            .expect("metric names are unique");
+        );
+        let budget_exhausted = register(
+            registry,
+            IntCounter::new(
+                "krs_api_retry_budget_exhausted_total",
+                "Retries not sent because the fleet-wide retry budget was spent.",
+            ),
+        );
         for reason in PauseReason::ALL {
             paused.with_label_values(&[reason.as_str()]).set(0);
         }

@@ -4,6 +4,8 @@
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
+use super::registry::register;
+
 /// Why the server closed a connection that had not been served to its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -48,29 +50,27 @@ pub struct WebMetrics {
 impl WebMetrics {
     /// Creates the families in `registry`, every reason at 0.
     pub fn register(registry: &Registry) -> Self {
-        let rejected = IntCounterVec::new(
-            Opts::new(
-                "krs_web_connections_rejected_total",
-                "Connections to the exporter's HTTP server refused at accept or closed before \
-                 their time, by reason.",
+        let rejected = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "krs_web_connections_rejected_total",
+                    "Connections to the exporter's HTTP server refused at accept or closed before \
+                     their time, by reason.",
+                ),
+                &["reason"],
             ),
-            &["reason"],
-        )
-        .expect("static metric definition is valid");
-        let open = IntGauge::new(
-            "krs_web_connections_open",
-            "Connections to the exporter's HTTP server open now.",
-        )
-        .expect("static metric definition is valid");
+        );
+        let open = register(
+            registry,
+            IntGauge::new(
+                "krs_web_connections_open",
+                "Connections to the exporter's HTTP server open now.",
+            ),
+        );
         for reason in Rejection::ALL {
             rejected.with_label_values(&[reason.as_str()]);
         }
-        registry
-            .register(Box::new(rejected.clone()))
-            .expect("metric names are unique");
-        registry
-            .register(Box::new(open.clone()))
-            .expect("metric names are unique");
         WebMetrics { rejected, open }
     }
 

@@ -1,4 +1,5 @@
-//! Classification of failed sandbox API calls, and `Retry-After` parsing.
+//! Classification of failed sandbox API calls, why the appliance as a whole is left alone
+//! ([`PauseReason`]), and `Retry-After` parsing.
 //!
 //! The spec says to classify by the error body's `code` first and by the HTTP status second.
 //! Statuses that describe the appliance or the account rather than the task override any body
@@ -37,6 +38,15 @@ pub enum ApiFailure {
     ServerError,
     /// Any other status of 300 or more (3xx, 405, 418, …).
     UnexpectedStatus,
+}
+
+/// Why polling of the whole appliance is paused (the scheduler's pause gate decides when):
+/// one appliance serves every task, so its trouble is fleet-wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseReason {
+    Unauthorized,
+    Unavailable,
+    RetryAfter,
 }
 
 impl ApiFailure {
@@ -82,6 +92,32 @@ impl ApiFailure {
             ApiFailure::RateLimited => "the sandbox is limiting the request rate",
             ApiFailure::ServerError => "the sandbox reported a server error",
             ApiFailure::UnexpectedStatus => "the sandbox answered with an unexpected HTTP status",
+        }
+    }
+}
+
+impl PauseReason {
+    /// Every reason, for pre-registering the `reason` label values.
+    pub const ALL: [PauseReason; 3] = [
+        PauseReason::Unauthorized,
+        PauseReason::Unavailable,
+        PauseReason::RetryAfter,
+    ];
+
+    /// The `reason` label of `krs_api_paused`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Unauthorized => "unauthorized",
+            PauseReason::Unavailable => "unavailable",
+            PauseReason::RetryAfter => "retry_after",
+        }
+    }
+
+    pub const fn describe(self) -> &'static str {
+        match self {
+            PauseReason::Unauthorized => "the sandbox rejected the credentials (HTTP 401)",
+            PauseReason::Unavailable => "the sandbox is unreachable or failing",
+            PauseReason::RetryAfter => "the sandbox asked to retry later (Retry-After)",
         }
     }
 }

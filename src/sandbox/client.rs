@@ -5,16 +5,18 @@
 //! response-size cap enforced while streaming so a hostile or broken appliance cannot make us
 //! buffer more than `max_response_bytes`.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use thiserror::Error;
+use tokio::time::Instant;
 
 use crate::blocking;
-use crate::config::{self, SandboxConfig, TaskId};
+use crate::config::{SandboxConfig, TaskId};
 use crate::sandbox::classify::{self, ApiFailure};
 use crate::sandbox::decode::{self, ApiError, DecodeError};
 use crate::sandbox::digest::{BodyDigest, Downloads};
+use crate::sandbox::urls;
 
 /// Error bodies are only read for their `code`; no need to hold more than this of them.
 const MAX_ERROR_BODY_BYTES: u64 = 64 * 1024;
@@ -27,7 +29,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 pub struct SandboxClient {
     http: reqwest::Client,
     config: SandboxConfig,
-    /// [`SandboxConfig::tasks_url`], built once: a request appends two segments to it.
+    /// [`urls::tasks_url`] of the configured base, built once: a request appends two segments to it.
     /// (Formatting a string instead costs a full parse per request, host and IDNA included:
     /// 26k instructions, against 4.7k for joining all six segments each time.)
     tasks_url: url::Url,
@@ -177,7 +179,7 @@ impl SandboxClient {
         Ok(SandboxClient {
             http,
             config: config.clone(),
-            tasks_url: config.tasks_url(),
+            tasks_url: urls::tasks_url(&config.url),
         })
     }
 
@@ -185,7 +187,7 @@ impl SandboxClient {
     /// body whose digest is `known` (the previous poll's) is reported unchanged, undecoded.
     pub async fn fetch_downloads(&self, task: &TaskId, known: Option<BodyDigest>) -> Attempt {
         let started = Instant::now();
-        let url = config::downloads_url(&self.tasks_url, task);
+        let url = urls::downloads_url(&self.tasks_url, task);
         let request = self
             .http
             .get(url)
@@ -341,33 +343,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    #[test]
-    fn task_urls_are_the_configured_downloads_urls() {
-        for base in [
-            "https://sandbox.example",
-            "https://sandbox.example/",
-            "http://10.0.0.5:8443/proxy/krs",
-            "https://sandbox.example/api/v1/sandbox/",
-        ] {
-            let yaml = format!(
-                "sandbox:\n  url: {base}\n  username: u\n  password: p\ntasks:\n  - 0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71\n"
-            );
-            let config = Config::from_yaml_str(&yaml, std::path::Path::new("t.yml"), &|_| None)
-                .expect("valid config");
-            let client = SandboxClient::new(&config.sandbox, 1).expect("client");
-            let task = &config.tasks[0].id;
-            assert_eq!(
-                config::downloads_url(&client.tasks_url, task),
-                config.sandbox.downloads_url(task),
-                "{base}"
-            );
-        }
-    }
 }

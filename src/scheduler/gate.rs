@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::sandbox::{ApiFailure, Attempt, AttemptError, FailureReason};
+use crate::sandbox::{ApiFailure, Attempt, AttemptError, FailureReason, PauseReason};
 
 const AUTH_INITIAL_PAUSE: Duration = Duration::from_secs(30);
 const AUTH_MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
@@ -45,14 +45,6 @@ const AUTH_MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
 pub const WINDOW: usize = 20;
 /// Failures among the last [`WINDOW`] attempts that open the `unavailable` pause (80%).
 pub const TRIP_FAILURES: usize = 16;
-
-/// Why polling is paused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PauseReason {
-    Unauthorized,
-    Unavailable,
-    RetryAfter,
-}
 
 /// What the gate says to a poll about to send an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,32 +108,6 @@ pub enum PauseChange {
     Resumed {
         after: PauseReason,
     },
-}
-
-impl PauseReason {
-    /// Every reason, for pre-registering the `reason` label values.
-    pub const ALL: [PauseReason; 3] = [
-        PauseReason::Unauthorized,
-        PauseReason::Unavailable,
-        PauseReason::RetryAfter,
-    ];
-
-    /// The `reason` label of `krs_api_paused`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PauseReason::Unauthorized => "unauthorized",
-            PauseReason::Unavailable => "unavailable",
-            PauseReason::RetryAfter => "retry_after",
-        }
-    }
-
-    pub const fn describe(self) -> &'static str {
-        match self {
-            PauseReason::Unauthorized => "the sandbox rejected the credentials (HTTP 401)",
-            PauseReason::Unavailable => "the sandbox is unreachable or failing",
-            PauseReason::RetryAfter => "the sandbox asked to retry later (Retry-After)",
-        }
-    }
 }
 
 impl Gate {

@@ -43,22 +43,21 @@ use ring::Ring;
 /// Tasks added by a reload are polled within this window (or the interval, if shorter).
 const NEW_TASK_WINDOW: Duration = Duration::from_secs(5);
 
-/// How long shutdown waits for running polls (they are cancelled, so this is generous).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// A validated configuration with the client built from it: what the scheduler runs on.
 pub struct Active {
     pub config: Config,
     pub client: SandboxClient,
 }
 
-/// Runs until `shutdown` is cancelled or the configuration channel closes, then waits (boundedly)
-/// for running polls.
+/// Runs until `shutdown` is cancelled or the configuration channel closes, then waits at most
+/// `drain` (the shutdown grace period) for running polls, which cancellation has already cut
+/// short.
 pub async fn run(
     mut active: watch::Receiver<Arc<Active>>,
     state: Arc<State>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    drain: Duration,
 ) {
     let tracker = TaskTracker::new();
     let first = Arc::clone(&active.borrow_and_update());
@@ -112,11 +111,8 @@ pub async fn run(
         }
     }
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("polls still running after the drain timeout; abandoning them");
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        warn!("polls still running after the grace period; abandoning them");
     }
 }
 
@@ -184,7 +180,8 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
         }
     }
     let task = end.report.task.clone();
-    let status = end.report.status;
+    // Logged as 0 when no response arrived, like `krs_task_last_status_code`.
+    let status = end.report.status.unwrap_or(0);
     let error = end.report.result.as_ref().err().cloned();
     let files = end.report.result.as_ref().ok().and_then(Downloads::files);
     let applied = state.apply(end.report);

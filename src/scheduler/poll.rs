@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::budget::RetryBudget;
-use super::gate::{Admission, Gate, PauseChange, PauseReason};
+use super::gate::{Admission, Gate, PauseChange};
 use crate::config::{RetryConfig, TaskId};
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::sandbox::{Attempt, BodyDigest, Downloads, SandboxClient};
-use crate::state::PollReport;
+use crate::sandbox::{Attempt, BodyDigest, Downloads, PauseReason, SandboxClient};
+use crate::state::{PollError, PollReport};
 
 /// Everything a poll needs; replaced as a whole on reload, so running polls finish with the
 /// settings they started with.
@@ -102,7 +102,7 @@ pub async fn poll(
             duration_ms = attempt.duration.as_millis() as u64,
             "attempt finished"
         );
-        let status = attempt.status.unwrap_or(0);
+        let status = attempt.status;
         match attempt.result {
             Ok(downloads) => break (status, Ok(downloads)),
             Err(e) => {
@@ -129,7 +129,7 @@ pub async fn poll(
                             () = shutdown.cancelled() => return None,
                         }
                     }
-                    None => break (status, Err(e.to_string())),
+                    None => break (status, Err(PollError::from(e))),
                 }
             }
         }
@@ -147,16 +147,12 @@ pub async fn poll(
     })
 }
 
-fn paused(reason: PauseReason, remaining: Duration) -> (u16, Result<Downloads, String>) {
+/// A poll refused by the gate. A 401 pause reports the 401 that caused it, so the task reads
+/// as unauthorized rather than unreachable.
+fn paused(reason: PauseReason, remaining: Duration) -> (Option<u16>, Result<Downloads, PollError>) {
     let status = match reason {
-        PauseReason::Unauthorized => 401,
-        PauseReason::Unavailable | PauseReason::RetryAfter => 0,
+        PauseReason::Unauthorized => Some(401),
+        PauseReason::Unavailable | PauseReason::RetryAfter => None,
     };
-    let message = format!(
-        "polling paused: {} ({}); next try in {}s",
-        reason.as_str(),
-        reason.describe(),
-        remaining.as_secs().max(1)
-    );
-    (status, Err(message))
+    (status, Err(PollError::Paused { reason, remaining }))
 }

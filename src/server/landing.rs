@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Routes;
-use crate::scheduler::gate::PauseReason;
+use crate::sandbox::PauseReason;
 use crate::state::{State, TaskRow};
 use crate::zone::DangerZone;
 
@@ -86,7 +86,7 @@ fn render(routes: &Page) -> String {
             state_cell(task),
             task.last_poll.map(timestamp).unwrap_or_default(),
             if task.last_poll.is_some() {
-                task.last_status.to_string()
+                task.last_status.unwrap_or(0).to_string()
             } else {
                 String::new()
             },

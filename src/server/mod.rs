@@ -20,12 +20,20 @@
 //! gzip-compressed when the client asks for it, as Prometheus does.
 //!
 //! With `--web.config.file` ([`krs_web_config`]) connections are TLS (certificates re-read
-//! when they change on disk), every request must carry valid basic-auth credentials, and the
-//! configured security headers are added to every answer.
+//! when they change on disk), every request but the probes must carry valid basic-auth
+//! credentials, and the configured security headers are added to every answer. `/-/healthy`
+//! and `/-/ready` are left out of basic auth ([`AUTH_EXEMPT`]), as exporter-toolkit users do
+//! for Kubernetes probes and a Docker `HEALTHCHECK`, which carry no credentials; they say only
+//! whether the process runs and how many tasks were polled. TLS still applies to them.
+//!
+//! [`handle`] is generic over the request body and [`Routes::new`] needs no socket, so the
+//! routes are tested by calling them (`tests.rs`), as in axum's `examples/testing`.
 
 mod connections;
 mod landing;
 mod scrape;
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::io;
@@ -38,7 +46,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::channel::Channel;
 use http_body_util::{Either, Full};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -76,8 +84,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// to fill it.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
 
-/// How long shutdown waits for open connections to finish their requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Paths answered without basic auth: the liveness and readiness probes.
+pub const AUTH_EXEMPT: [&str; 2] = ["/-/healthy", "/-/ready"];
 
 /// A reload asked for over HTTP; the answer is `Ok(summary)` or `Err(problems)`.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
@@ -119,6 +127,26 @@ impl RequestCaps {
 }
 
 impl Routes {
+    /// Routes over `state` and `metrics` with the defaults: `/metrics`, no banner, no request
+    /// cap, no basic auth, no extra headers. Reloads asked for over HTTP go to `reload`.
+    pub fn new(
+        state: Arc<State>,
+        metrics: Arc<Metrics>,
+        reload: mpsc::Sender<ReloadRequest>,
+    ) -> Self {
+        Routes {
+            state,
+            metrics,
+            telemetry_path: "/metrics".into(),
+            reload,
+            banner: None,
+            max_requests: None,
+            basic_auth: None,
+            headers: Vec::new(),
+            page_renders: Semaphore::new(1),
+        }
+    }
+
     /// The parts of `web` that apply per request.
     pub fn web_parts(
         web: &WebConfig,
@@ -266,13 +294,15 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// Accepts connections until `shutdown`, then drains them within [`DRAIN_TIMEOUT`].
+/// Accepts connections until `shutdown`, then gives open connections `drain` to finish their
+/// requests (the shutdown grace period).
 pub async fn serve(
     listener: TcpListener,
     routes: Arc<Routes>,
     tls: Option<Arc<TlsAcceptorCache>>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
+    drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Connections {
@@ -310,7 +340,7 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => info!("HTTP server drained"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("HTTP connections still open after the drain timeout"),
+        () = tokio::time::sleep(drain) => warn!("HTTP connections still open after the grace period"),
     }
 }
 
@@ -400,10 +430,7 @@ where
         let serving = Serving::begin(&connections, &tracker);
         let routes = Arc::clone(&routes);
         async move {
-            let mut response = handle(&routes, req).await;
-            for (name, value) in &routes.headers {
-                response.headers_mut().insert(name.clone(), value.clone());
-            }
+            let response = handle(&routes, req).await;
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 body,
                 _serving: serving,
@@ -417,8 +444,18 @@ where
     watcher.watch(conn).await
 }
 
+/// Answers one request, with the configured extra headers. No route reads a request body, so
+/// any body type will do: tests pass `()`.
+pub async fn handle<B>(routes: &Routes, req: Request<B>) -> Response<Body> {
+    let mut response = route(routes, req).await;
+    for (name, value) in &routes.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
 /// Routes one request.
-pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
+async fn route<B>(routes: &Routes, req: Request<B>) -> Response<Body> {
     let mut permit = match &routes.max_requests {
         Some(caps) => match Arc::clone(if req.uri().path() == routes.telemetry_path {
             &caps.scrapes
@@ -437,7 +474,8 @@ pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
         },
         None => None,
     };
-    if let Some(auth) = &routes.basic_auth {
+    let exempt = AUTH_EXEMPT.contains(&req.uri().path());
+    if let (Some(auth), false) = (&routes.basic_auth, exempt) {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -498,7 +536,7 @@ async fn landing_page(routes: &Routes) -> Response<Body> {
 }
 
 /// Whether the request accepts a gzip body (`Accept-Encoding: gzip`, not `gzip;q=0`).
-fn accepts_gzip(req: &Request<Incoming>) -> bool {
+fn accepts_gzip<B>(req: &Request<B>) -> bool {
     req.headers()
         .get_all(header::ACCEPT_ENCODING)
         .iter()

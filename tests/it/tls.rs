@@ -125,6 +125,61 @@ async fn curl_and_prometheus_reach_the_metrics_over_tls_only_with_the_right_cred
     .await;
 }
 
+#[tokio::test]
+async fn the_probes_answer_without_credentials_under_basic_auth_as_the_shipped_probes_ask() {
+    within(async {
+        let t = id(301);
+        let sandbox = Sandbox::start(vec![SimTask::new(&t)]).await;
+        let dir = tempfile::tempdir().unwrap();
+        // Basic auth without TLS: the Docker HEALTHCHECK's plain `curl -f` must pass.
+        let hash = bcrypt::hash(WEB_PASSWORD, 4).unwrap();
+        let plain = write_file(
+            dir.path(),
+            "plain.yml",
+            &format!("basic_auth_users:\n  {USER}: '{hash}'\n"),
+        );
+        let p = Process::spawn(
+            &ConfigYaml::new(&sandbox.url(), &[&t]).render(),
+            &["--web.config.file", plain.to_str().unwrap()],
+        );
+        let base = format!("http://127.0.0.1:{}", p.port);
+        eventually("the exporter is ready", || async {
+            let (head, _) = curl(&["-f", &format!("{base}/-/ready")]);
+            head.starts_with("HTTP/1.1 200").then_some(())
+        })
+        .await;
+        let (head, _) = curl(&["-f", &format!("{base}/-/healthy")]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let (head, _) = curl(&[&format!("{base}/metrics")]);
+        assert!(
+            head.starts_with("HTTP/1.1 401"),
+            "metrics stay guarded: {head}"
+        );
+        drop(p);
+
+        // With TLS the probes need HTTPS (`scheme: HTTPS` in Kubernetes), still no credentials.
+        let web = web_config(dir.path());
+        let p = Process::spawn(
+            &ConfigYaml::new(&sandbox.url(), &[&t]).render(),
+            &["--web.config.file", web.to_str().unwrap()],
+        );
+        let ca = dir.path().join("ca.pem");
+        let ca = ca.to_str().unwrap();
+        let base = format!("https://127.0.0.1:{}", p.port);
+        eventually("the TLS probe answers", || async {
+            let (head, _) = curl(&["--cacert", ca, &format!("{base}/-/healthy")]);
+            head.starts_with("HTTP/1.1 200").then_some(())
+        })
+        .await;
+        let (head, _) = curl(&["--cacert", ca, &format!("{base}/")]);
+        assert!(
+            head.starts_with("HTTP/1.1 401"),
+            "the page stays guarded: {head}"
+        );
+    })
+    .await;
+}
+
 #[test]
 fn a_web_config_with_an_unknown_key_stops_the_exporter_before_it_binds() {
     let dir = tempfile::tempdir().unwrap();

@@ -244,7 +244,7 @@ fn check_ca_file(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use crate::config::testing::*;
-    use crate::config::{Config, TaskId};
+    use crate::config::Config;
 
     #[test]
     fn the_password_file_is_read_relative_to_the_config_directory_and_trimmed() {
@@ -436,7 +436,6 @@ mod tests {
 
     #[test]
     fn the_url_is_stored_as_a_base_that_api_paths_append_to_once() {
-        let id = TaskId::parse(ID_A).unwrap();
         for (given, base) in [
             (
                 "https://sandbox.example.com",
@@ -455,11 +454,6 @@ mod tests {
                 "sandbox:\n  url: {given}\n  username: u\n  password: p\n"
             ));
             assert_eq!(config.sandbox.url.as_str(), base, "{given}");
-            assert_eq!(
-                config.sandbox.downloads_url(&id).as_str(),
-                format!("{base}api/v1/sandbox/tasks/{ID_A}/downloads"),
-                "{given}"
-            );
             assert_eq!(
                 config
                     .sandbox

@@ -196,6 +196,7 @@ impl Exporter {
             web: Default::default(),
             hangups: Hangups::none(),
             connection_limits: Default::default(),
+            shutdown_grace: app::DEFAULT_SHUTDOWN_GRACE,
         };
         let run = app::run(source, active, listener, options, token.clone());
         let task = tokio::spawn(async move {

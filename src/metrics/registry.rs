@@ -1,0 +1,362 @@
+//! The exporter's own metrics: a `prometheus` registry owned by [`Metrics`] and typed handles
+//! into it, with the methods the scheduler, the state's consumers and reloads record through.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use super::{appliance, tasks, web};
+use crate::labels::OTHER;
+use crate::sandbox::decode::{RepairKind, SkipReason};
+use crate::sandbox::{Attempt, AttemptError, Downloads, FailureReason};
+use crate::shard::Shard;
+use crate::state::NewActivity;
+use crate::zone::DangerZone;
+
+/// Distinct sandbox error codes kept as label values; the rest become [`OTHER`].
+const MAX_ERROR_CODES: usize = 32;
+
+/// The exporter's own metrics: a registry and typed handles into it.
+pub struct Metrics {
+    registry: Registry,
+    api_requests: IntCounterVec,
+    api_errors: IntCounterVec,
+    api_failures: IntCounterVec,
+    api_retries: IntCounter,
+    api_duration: Histogram,
+    api_up: IntGauge,
+    polls: IntCounter,
+    poll_failures: IntCounter,
+    poll_duration: Histogram,
+    poll_panics: IntCounter,
+    downloads: IntCounterVec,
+    yara_hits: IntCounterVec,
+    skipped_records: IntCounterVec,
+    repaired_values: IntCounterVec,
+    reload_ok: IntGauge,
+    reload_ok_time: Gauge,
+    /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
+    /// capped like any other.
+    error_codes: Mutex<HashSet<String>>,
+    /// The HTTP server's connection metrics ([`web`]).
+    pub web: web::WebMetrics,
+    /// The fleet-wide pause and retry budget ([`appliance`]).
+    pub appliance: appliance::ApplianceMetrics,
+    /// The per-task families' renderer and its cache ([`tasks`]).
+    pub(super) tasks: tasks::TaskFamilies,
+}
+
+impl Metrics {
+    pub fn new(shard: Shard) -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(r, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let counter = |name: &str, help: &str| register(r, IntCounter::new(name, help));
+        let int_gauge = |name: &str, help: &str| register(r, IntGauge::new(name, help));
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            register(
+                r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+            )
+        };
+        let api_requests = counters(
+            "krs_api_requests_total",
+            "HTTP responses received from the sandbox, every attempt, by status code.",
+            &["code"],
+        );
+        let api_errors = counters(
+            "krs_api_errors_total",
+            "Sandbox responses with status >= 400, by status and the sandbox's error code.",
+            &["code", "error_code"],
+        );
+        let api_failures = counters(
+            "krs_api_request_failures_total",
+            "Attempts that got no usable response, by reason.",
+            &["reason"],
+        );
+        let downloads = counters(
+            "krs_downloads_total",
+            "Newly observed downloaded files (after each task's baseline poll), by danger zone.",
+            &["danger_zone"],
+        );
+        let yara_hits = counters(
+            "krs_yara_hits_total",
+            "Newly observed (file, YARA rule) matches, by rule.",
+            &["rule"],
+        );
+        let skipped_records = counters(
+            "krs_api_skipped_records_total",
+            "Records of decoded responses that were not exported, by reason (each distinct body counted once).",
+            &["reason"],
+        );
+        let repaired_values = counters(
+            "krs_api_repaired_values_total",
+            "Values of decoded responses mended to keep their record: bad UTF-8 or escapes, numbers no float holds.",
+            &["reason"],
+        );
+        for reason in FailureReason::ALL {
+            api_failures.with_label_values(&[reason.as_str()]);
+        }
+        for reason in SkipReason::ALL {
+            skipped_records.with_label_values(&[reason.as_str()]);
+        }
+        for kind in RepairKind::ALL {
+            repaired_values.with_label_values(&[kind.as_str()]);
+        }
+        for zone in DangerZone::DOCUMENTED {
+            downloads.with_label_values(&[zone.as_str()]);
+        }
+        let api_retries = counter("krs_api_retries_total", "Attempts beyond the first.");
+        let polls = counter(
+            "krs_polls_total",
+            "Finished task polls (all attempts for one task in one cycle).",
+        );
+        let poll_failures = counter(
+            "krs_poll_failures_total",
+            "Polls that ended without a successful response.",
+        );
+        let poll_panics = counter(
+            "krs_poll_panics_total",
+            "Polls that panicked while processing a response (contained; the task is polled again).",
+        );
+        let api_duration = histogram(
+            "krs_api_request_duration_seconds",
+            "Duration of one attempt, request to full body.",
+            vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        );
+        let poll_duration = histogram(
+            "krs_poll_duration_seconds",
+            "Duration of one poll, retries and backoff included.",
+            vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ],
+        );
+        let api_up = int_gauge(
+            "krs_api_up",
+            "1 if the latest attempt got an HTTP response other than 401, 403 or 5xx.",
+        );
+        let reload_ok = int_gauge(
+            "krs_config_last_reload_successful",
+            "1 if the latest configuration load or reload succeeded.",
+        );
+        let reload_ok_time = register(
+            r,
+            Gauge::new(
+                "krs_config_last_reload_success_timestamp_seconds",
+                "Time of the latest successful configuration load.",
+            ),
+        );
+        register(
+            r,
+            IntGauge::with_opts(
+                Opts::new(
+                    "krs_exporter_build_info",
+                    "Build information of the running exporter.",
+                )
+                .const_label("version", env!("CARGO_PKG_VERSION"))
+                .const_label("revision", env!("KRS_BUILD_REVISION")),
+            ),
+        )
+        .set(1);
+        int_gauge(
+            "krs_shard_index",
+            "This replica's shard (0 when the watch list is not sharded).",
+        )
+        .set(i64::from(shard.index()));
+        int_gauge(
+            "krs_shards",
+            "Number of shards the watch list is split into (1 when not sharded).",
+        )
+        .set(i64::from(shard.total()));
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metric names are unique");
+        let web = web::WebMetrics::register(&registry);
+        let appliance = appliance::ApplianceMetrics::register(&registry);
+        Metrics {
+            registry,
+            api_requests,
+            api_errors,
+            api_failures,
+            api_retries,
+            api_duration,
+            api_up,
+            polls,
+            poll_failures,
+            poll_duration,
+            poll_panics,
+            downloads,
+            yara_hits,
+            skipped_records,
+            repaired_values,
+            reload_ok,
+            reload_ok_time,
+            error_codes: Mutex::new(HashSet::new()),
+            web,
+            appliance,
+            tasks: tasks::TaskFamilies::default(),
+        }
+    }
+
+    /// Counts one attempt: its status or failure reason, its duration, and API health.
+    pub fn record_attempt(&self, attempt: &Attempt) {
+        self.api_duration.observe(attempt.duration.as_secs_f64());
+        if let Some(status) = attempt.status {
+            let code = status.to_string();
+            self.api_requests.with_label_values(&[&code]).inc();
+            if status >= 400 {
+                let error_code = attempt
+                    .result
+                    .as_ref()
+                    .err()
+                    .and_then(AttemptError::api_code)
+                    .map(|c| self.error_code_label(c))
+                    .unwrap_or_default();
+                self.api_errors
+                    .with_label_values(&[&code, &error_code])
+                    .inc();
+            }
+            let healthy = !matches!(status, 401 | 403 | 500..=599);
+            self.api_up.set(i64::from(healthy));
+        }
+        if let Ok(Downloads::Changed { decoded, .. }) = &attempt.result {
+            let report = &decoded.report;
+            for reason in SkipReason::ALL {
+                let n = report.skipped[reason.index()];
+                if n > 0 {
+                    self.skipped_records
+                        .with_label_values(&[reason.as_str()])
+                        .inc_by(n);
+                }
+            }
+            for kind in RepairKind::ALL {
+                let n = report.repaired[kind.index()];
+                if n > 0 {
+                    self.repaired_values
+                        .with_label_values(&[kind.as_str()])
+                        .inc_by(n);
+                }
+            }
+        }
+        if let Err(AttemptError::Transport { reason, .. }) = &attempt.result {
+            self.api_failures
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            if matches!(reason, FailureReason::Timeout | FailureReason::Connect) {
+                self.api_up.set(0);
+            }
+        }
+    }
+
+    pub fn record_retry(&self) {
+        self.api_retries.inc();
+    }
+
+    /// Marks the API down without an attempt (polling paused after a 401 or an outage).
+    pub fn set_api_down(&self) {
+        self.api_up.set(0);
+    }
+
+    pub fn record_poll(&self, duration: Duration, success: bool) {
+        self.polls.inc();
+        if !success {
+            self.poll_failures.inc();
+        }
+        self.poll_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn record_panic(&self) {
+        self.poll_panics.inc();
+    }
+
+    /// Polls that panicked so far.
+    #[cfg(test)]
+    pub fn poll_panics(&self) -> u64 {
+        self.poll_panics.get()
+    }
+
+    /// Counts a poll's new files and rule hits. The hits go first: the registry is gathered in
+    /// name order (`krs_downloads_total` before `krs_yara_hits_total`), so a scrape that sees a
+    /// new download also sees the YARA hits that came with it.
+    pub fn record_activity(&self, activity: &NewActivity) {
+        for rule in &activity.known_rules {
+            self.yara_hits.with_label_values(&[rule]);
+        }
+        for rule in &activity.yara_hits {
+            self.yara_hits.with_label_values(&[rule]).inc();
+        }
+        for zone in &activity.downloads {
+            self.downloads.with_label_values(&[zone.as_str()]).inc();
+        }
+    }
+
+    /// Records the outcome of a configuration load or reload.
+    pub fn record_reload(&self, success: bool) {
+        self.reload_ok.set(i64::from(success));
+        if success {
+            self.reload_ok_time.set(unix_seconds(SystemTime::now()));
+        }
+    }
+
+    /// The registry, for the exposition.
+    pub(super) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn error_code_label(&self, code: &str) -> String {
+        let valid = !code.is_empty()
+            && code.len() <= 16
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return OTHER.to_string();
+        }
+        let mut seen = self.error_codes.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(code) {
+            code.to_string()
+        } else if seen.len() < MAX_ERROR_CODES {
+            seen.insert(code.to_string());
+            code.to_string()
+        } else {
+            OTHER.to_string()
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(Shard::ALL)
+    }
+}
+/// Registers a metric built from a static definition and returns it (a handle sharing the
+/// registered one). Panics only on a programming error: an invalid definition or a name
+/// registered twice, which every test run would show.
+pub(super) fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: Collector + Clone + 'static,
+{
+    let metric = metric.expect("static metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+/// Seconds since the Unix epoch, with millisecond resolution.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
