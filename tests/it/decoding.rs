@@ -238,9 +238,15 @@ async fn a_red_file_beside_records_a_strict_parser_refuses_still_pages() {
             .faults_repeat(true);
         let sandbox = Sandbox::start(vec![task]).await;
         let exporter = Exporter::start(&ConfigYaml::new(&sandbox.url(), &[&t]).render()).await;
+        // The registry is gathered before the state is read, so a scrape can show the poll in
+        // the task's series before its counters: wait for both.
         let s = exporter
-            .scrape_until("a successful poll", |s| {
+            .scrape_until("a successful poll and its counters", |s| {
                 s.value("krs_task_up", &[("task_id", &t)]) == Some(1.0)
+                    && s.value(
+                        "krs_api_repaired_values_total",
+                        &[("reason", "invalid_number")],
+                    ) >= Some(2.0)
             })
             .await;
         assert_eq!(
