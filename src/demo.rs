@@ -82,6 +82,10 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
         },
         polling: PollingConfig {
             interval: DEMO_INTERVAL,
+            active_interval: DEMO_INTERVAL,
+            settled_interval: Some(DEMO_INTERVAL),
+            lifecycle: false,
+            health_interval: Some(DEMO_INTERVAL),
             concurrency: 4,
             retry: RetryConfig {
                 initial_interval: Duration::from_millis(500),
@@ -92,6 +96,7 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
             },
         },
         tasks: tasks.into(),
+        discovery: None,
         metrics: MetricsConfig::default(),
     })
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub source: PathBuf,
     pub sandbox: SandboxConfig,
     pub polling: PollingConfig,
+    /// The `discovery:` section; `None` when the file has none (only `tasks:` are watched).
+    pub discovery: Option<DiscoveryConfig>,
     /// The watch list in file order; ids are unique. Shared with the state's watch list, so a
     /// fleet of 100k tasks is held once.
     pub tasks: Arc<[TaskSpec]>,
@@ -89,8 +91,17 @@ pub struct SandboxConfig {
 /// When and how hard the sandbox is polled.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PollingConfig {
-    /// Each task is polled once per interval; at least 1s.
+    /// Each task is polled once per interval; at least 1s. With `lifecycle`, the pace of tasks
+    /// whose state is unknown.
     pub interval: Duration,
+    /// Tasks that are uploading, created or processing; at most `interval`.
+    pub active_interval: Duration,
+    /// Completed tasks, after their final poll; at least `interval`. `None` (`0s`): never again.
+    pub settled_interval: Option<Duration>,
+    /// Whether each task's state sets its pace; when off, every task goes at `interval`.
+    pub lifecycle: bool,
+    /// `GET health` and `GET version`; `None` (`0s`): off.
+    pub health_interval: Option<Duration>,
     /// Requests in flight at most; 1 to 1024.
     pub concurrency: usize,
     pub retry: RetryConfig,
@@ -108,6 +119,23 @@ pub struct RetryConfig {
     pub randomization_factor: f64,
     /// Zero disables retrying.
     pub max_elapsed_time: Duration,
+}
+
+/// The `discovery:` section: watch the tasks the sandbox lists, besides the `tasks:` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// How often the task list is read; at least 1s.
+    pub interval: Duration,
+    /// Tasks created within this window are watched; older discovered tasks leave.
+    pub lookback: Duration,
+    /// Only tasks whose own zone is listed; empty: any.
+    pub zones: Vec<DangerZone>,
+    /// Discovered tasks kept at most (the newest); 1 to 1,000,000.
+    pub max_tasks: usize,
+    /// `count` per list request; 1 to 1500.
+    pub page_size: usize,
+    /// Added to `krs_task_info` of discovered tasks.
+    pub labels: TaskLabels,
 }
 
 /// One watched task.
@@ -271,6 +299,10 @@ impl Default for PollingConfig {
     fn default() -> Self {
         PollingConfig {
             interval: Duration::from_secs(60),
+            active_interval: Duration::from_secs(10),
+            settled_interval: Some(Duration::from_secs(3600)),
+            lifecycle: false,
+            health_interval: Some(Duration::from_secs(60)),
             concurrency: 4,
             retry: RetryConfig::default(),
         }

@@ -34,8 +34,19 @@ pub(super) struct Field<T> {
 pub(super) struct RawConfig {
     pub sandbox: Slot<RawSandbox>,
     pub polling: RawPolling,
+    pub discovery: Slot<RawDiscovery>,
     pub tasks: Vec<RawTask>,
     pub metrics: RawMetrics,
+}
+
+#[derive(Debug)]
+pub(super) struct RawDiscovery {
+    pub interval: Field<String>,
+    pub lookback: Field<String>,
+    pub zones: Field<Vec<Field<String>>>,
+    pub max_tasks: Field<u64>,
+    pub page_size: Field<u64>,
+    pub labels: Field<Vec<RawLabel>>,
 }
 
 #[derive(Debug)]
@@ -56,6 +67,10 @@ pub(super) struct RawSandbox {
 #[derive(Debug)]
 pub(super) struct RawPolling {
     pub interval: Field<String>,
+    pub active_interval: Field<String>,
+    pub settled_interval: Field<String>,
+    pub lifecycle: Field<bool>,
+    pub health_interval: Field<String>,
     pub concurrency: Field<u64>,
     pub retry: RawRetry,
 }
@@ -130,6 +145,10 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
 
     let p = r.subsection(&top, "polling");
     let interval = r.duration(&p, "interval");
+    let active_interval = r.duration(&p, "active_interval");
+    let settled_interval = r.duration(&p, "settled_interval");
+    let lifecycle = r.boolean(&p, "lifecycle");
+    let health_interval = r.duration(&p, "health_interval");
     let concurrency = r.unsigned(&p, "concurrency");
     let q = r.subsection(&p, "retry");
     let retry = RawRetry {
@@ -143,15 +162,39 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
     r.close(p);
     let polling = RawPolling {
         interval,
+        active_interval,
+        settled_interval,
+        lifecycle,
+        health_interval,
         concurrency,
         retry,
+    };
+
+    let discovery = if top.invalid || top.get("discovery").is_none() {
+        Slot::Absent
+    } else {
+        let d = r.subsection(&top, "discovery");
+        let discovery = if d.invalid {
+            Slot::Invalid
+        } else {
+            Slot::Given(RawDiscovery {
+                interval: r.duration(&d, "interval"),
+                lookback: r.duration(&d, "lookback"),
+                zones: r.zones(&d, "zones"),
+                max_tasks: r.unsigned(&d, "max_tasks"),
+                page_size: r.unsigned(&d, "page_size"),
+                labels: r.labels(&d),
+            })
+        };
+        r.close(d);
+        discovery
     };
 
     let tasks = r.tasks(&top);
 
     let m = r.subsection(&top, "metrics");
     let metrics = RawMetrics {
-        file_info_zones: r.zones(&m),
+        file_info_zones: r.zones(&m, "file_info_zones"),
         max_label_length: r.unsigned(&m, "max_label_length"),
         max_label_values: r.unsigned(&m, "max_label_values"),
         max_file_info_series: r.unsigned(&m, "max_file_info_series"),
@@ -163,6 +206,7 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
     RawConfig {
         sandbox,
         polling,
+        discovery,
         tasks,
         metrics,
     }
@@ -301,8 +345,8 @@ impl Reader<'_> {
         })
     }
 
-    fn zones(&mut self, metrics: &Section<'_>) -> Field<Vec<Field<String>>> {
-        self.field(metrics, "file_info_zones", |r, path, value| {
+    fn zones(&mut self, section: &Section<'_>, key: &'static str) -> Field<Vec<Field<String>>> {
+        self.field(section, key, |r, path, value| {
             let Value::Seq(items) = value else {
                 r.wrong_type(
                     path,
@@ -387,7 +431,7 @@ mod tests {
         lines,
         [
             "sandbx: unknown key `sandbx` (did you mean `sandbox`?); expected one of sandbox, \
-             polling, tasks, metrics",
+             polling, discovery, tasks, metrics",
             "sandbox.passwrd: unknown key `passwrd` (did you mean `password`?); expected one of \
              url, username, password, password_file, ca_file, insecure_skip_verify, timeout, \
              max_response_bytes, max_records",
@@ -437,7 +481,7 @@ mod tests {
         assert!(lines[1].starts_with("sandbox.timeout: "), "{}", lines[1]);
         assert!(lines[2].starts_with(
             "polling.intervall: unknown key `intervall` (did you mean \
-             `interval`?); expected one of interval, concurrency, retry"
+             `interval`?); expected one of interval, active_interval, settled_interval, lifecycle, health_interval, concurrency, retry"
         ));
         assert!(
             lines[3].starts_with("polling.concurrency: "),
@@ -519,7 +563,7 @@ mod tests {
     fn an_unrelated_short_key_gets_no_suggestion() {
         assert_eq!(
             one_problem(&format!("{MINIMAL}x: 1\n")),
-            "x: unknown key `x`; expected one of sandbox, polling, tasks, metrics"
+            "x: unknown key `x`; expected one of sandbox, polling, discovery, tasks, metrics"
         );
         assert!(one_problem(&format!("{MINIMAL}Tasks: []\n")).contains("did you mean `tasks`?"));
     }

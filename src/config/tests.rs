@@ -305,3 +305,77 @@ fn task_labels_are_kept_sorted_and_found_by_name() {
     assert_eq!(labels.len(), 3);
     assert!(TaskLabels::default().is_empty());
 }
+
+#[test]
+fn without_discovery_every_task_keeps_the_fixed_interval_and_the_paces_fit_it() {
+    let config = ok(&format!(
+        "{MINIMAL}  timeout: 2s\npolling:\n  interval: 5s\n"
+    ));
+    let p = &config.polling;
+    assert!(!p.lifecycle);
+    assert!(config.discovery.is_none());
+    assert_eq!(p.active_interval, Duration::from_secs(5));
+    assert_eq!(p.settled_interval, Some(Duration::from_secs(3600)));
+    assert_eq!(p.health_interval, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn a_discovery_section_turns_the_lifecycle_on_with_its_defaults() {
+    let config = ok(&format!("{MINIMAL}discovery: {{}}\n"));
+    assert!(config.polling.lifecycle);
+    assert_eq!(config.polling.active_interval, Duration::from_secs(10));
+    let d = config.discovery.expect("a discovery section");
+    assert_eq!(d.interval, Duration::from_secs(60));
+    assert_eq!(d.lookback, Duration::from_secs(24 * 3600));
+    assert!(d.zones.is_empty());
+    assert_eq!((d.max_tasks, d.page_size), (10_000, 500));
+    assert_eq!(d.labels, TaskLabels::default());
+}
+
+#[test]
+fn discovery_and_lifecycle_settings_are_read_as_written() {
+    let config = ok(&format!(
+        "{MINIMAL}  timeout: 2s\npolling:\n  interval: 1m\n  active_interval: 5s\n  settled_interval: 0s\n  lifecycle: true\n  health_interval: 0s\ndiscovery:\n  interval: 30s\n  lookback: 7d\n  zones: [Red, orange]\n  max_tasks: 50\n  page_size: 1500\n  labels: {{team: soc}}\n"
+    ));
+    let p = &config.polling;
+    assert_eq!(p.active_interval, Duration::from_secs(5));
+    assert_eq!((p.settled_interval, p.health_interval), (None, None));
+    let d = config.discovery.expect("a discovery section");
+    assert_eq!(d.lookback, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(d.zones, [DangerZone::Red, DangerZone::Orange]);
+    assert_eq!((d.max_tasks, d.page_size), (50, 1500));
+    assert_eq!(d.labels.get("team"), Some("soc"));
+}
+
+#[test]
+fn lifecycle_and_discovery_mistakes_are_reported_together_with_their_fields() {
+    let lines = problems(&format!(
+        "{MINIMAL}polling:\n  interval: 30s\n  active_interval: 1m\n  settled_interval: 10s\ndiscovery:\n  lookback: 90d\n  page_size: 2000\n  zones: [Purple]\n  labels: {{source: mine}}\n  max_task: 3\n"
+    ));
+    let expect = [
+        "discovery.max_task: unknown key",
+        "discovery.lookback: must be at most",
+        "discovery.zones[0]: unknown zone",
+        "discovery.page_size: must be between 1 and 1500",
+        "discovery.labels.source: source is a label of krs_task_info already",
+        "polling.active_interval: must not exceed polling.interval",
+        "polling.settled_interval: must be at least polling.interval",
+    ];
+    for e in expect {
+        assert!(
+            lines.iter().any(|l| l.contains(e)),
+            "{e:?} not in {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_timeout_must_be_shorter_than_the_active_interval_when_the_lifecycle_sets_paces() {
+    let line = one_problem(&format!(
+        "{MINIMAL}  timeout: 8s\npolling:\n  active_interval: 5s\ndiscovery: {{}}\n"
+    ));
+    assert!(
+        line.contains("sandbox.timeout: must be shorter than polling.active_interval"),
+        "{line}"
+    );
+}

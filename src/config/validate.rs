@@ -6,6 +6,7 @@
 //! Fields that [`super::raw`] already found unusable are skipped silently, so each mistake is
 //! reported once; every other problem is collected before giving up.
 
+mod discovery;
 mod sandbox;
 mod tasks;
 
@@ -35,7 +36,7 @@ const FILE_INFO_SERIES_TOTAL: (u64, u64) = (0, 1_000_000);
 pub(super) fn validate(raw: RawConfig, source: &Path, problems: &mut Problems) -> Option<Config> {
     let base = source.parent().unwrap_or(Path::new(""));
     let timeout_defaulted = matches!(&raw.sandbox, Slot::Given(s) if s.timeout.is_absent());
-    let (sandbox, timeout) = match raw.sandbox {
+    let (mut sandbox, timeout) = match raw.sandbox {
         Slot::Given(s) => sandbox::sandbox(&s, base, problems),
         Slot::Absent => {
             problems.report(
@@ -46,16 +47,37 @@ pub(super) fn validate(raw: RawConfig, source: &Path, problems: &mut Problems) -
         }
         Slot::Invalid => (None, None),
     };
-    let polling = polling(&raw.polling, problems);
+    let discovery = match &raw.discovery {
+        Slot::Given(d) => discovery::discovery(d, problems).map(Some),
+        Slot::Absent => Some(None),
+        Slot::Invalid => None,
+    };
+    let polling = polling(
+        &raw.polling,
+        matches!(raw.discovery, Slot::Given(_)),
+        problems,
+    );
     if let (Some(timeout), Some(p)) = (timeout, &polling) {
-        if timeout >= p.interval {
+        // Every attempt must end before its task's next turn at the fastest pace.
+        let (fastest, name) = if p.lifecycle && p.active_interval < p.interval {
+            (p.active_interval, "active_interval")
+        } else {
+            (p.interval, "interval")
+        };
+        if timeout >= fastest && timeout_defaulted && name == "active_interval" {
+            // The default timeout (10s) yields to the lifecycle's active pace (10s by default)
+            // rather than making a plain `discovery:` section invalid.
+            if let Some(s) = sandbox.as_mut() {
+                s.timeout = fastest / 2;
+            }
+        } else if timeout >= fastest {
             problems.report(
                 "sandbox.timeout",
                 format!(
-                    "must be shorter than polling.interval (timeout {}{}, interval {})",
+                    "must be shorter than polling.{name} (timeout {}{}, {name} {})",
                     humantime::format_duration(timeout),
                     if timeout_defaulted { " by default" } else { "" },
-                    humantime::format_duration(p.interval)
+                    humantime::format_duration(fastest)
                 ),
             );
         }
@@ -69,14 +91,62 @@ pub(super) fn validate(raw: RawConfig, source: &Path, problems: &mut Problems) -
         source: source.to_path_buf(),
         sandbox: sandbox?,
         polling: polling?,
+        discovery: discovery?,
         tasks: tasks.into(),
         metrics: metrics?,
     })
 }
 
-fn polling(raw: &RawPolling, problems: &mut Problems) -> Option<PollingConfig> {
+/// `polling:`. `lifecycle` defaults to on when the file has a `discovery:` section; the
+/// lifecycle paces default to 10s and 1h, bounded by `interval` so that a short `interval`
+/// alone stays valid.
+fn polling(raw: &RawPolling, discovery: bool, problems: &mut Problems) -> Option<PollingConfig> {
     let defaults = PollingConfig::default();
     let interval = duration(problems, &raw.interval, defaults.interval, MIN_INTERVAL);
+    let lifecycle = optional(&raw.lifecycle, discovery);
+    let active_default = interval.map_or(defaults.active_interval, |i| {
+        i.min(defaults.active_interval)
+    });
+    let active_interval = duration(problems, &raw.active_interval, active_default, MIN_INTERVAL);
+    let settled_default = defaults
+        .settled_interval
+        .map(|s| interval.map_or(s, |i| i.max(s)));
+    let settled_interval = switchable_duration(
+        problems,
+        &raw.settled_interval,
+        settled_default,
+        MIN_INTERVAL,
+    );
+    let health_interval = switchable_duration(
+        problems,
+        &raw.health_interval,
+        defaults.health_interval,
+        MIN_INTERVAL,
+    );
+    if let (Some(active), Some(i)) = (active_interval, interval) {
+        if active > i {
+            problems.report(
+                &raw.active_interval.path,
+                format!(
+                    "must not exceed polling.interval (active_interval {}, interval {})",
+                    humantime::format_duration(active),
+                    humantime::format_duration(i)
+                ),
+            );
+        }
+    }
+    if let (Some(Some(settled)), Some(i)) = (settled_interval, interval) {
+        if settled < i {
+            problems.report(
+                &raw.settled_interval.path,
+                format!(
+                    "must be at least polling.interval, or 0s for never (settled_interval {}, interval {})",
+                    humantime::format_duration(settled),
+                    humantime::format_duration(i)
+                ),
+            );
+        }
+    }
     let concurrency = unsigned(
         problems,
         &raw.concurrency,
@@ -120,6 +190,10 @@ fn polling(raw: &RawPolling, problems: &mut Problems) -> Option<PollingConfig> {
     }
     Some(PollingConfig {
         interval: interval?,
+        active_interval: active_interval?,
+        settled_interval: settled_interval?,
+        lifecycle: lifecycle?,
+        health_interval: health_interval?,
         // Bounded to 1024 above, so it fits any usize.
         concurrency: usize::try_from(concurrency?).ok()?,
         retry: RetryConfig {
@@ -132,10 +206,14 @@ fn polling(raw: &RawPolling, problems: &mut Problems) -> Option<PollingConfig> {
     })
 }
 
-fn metrics(raw: &RawMetrics, problems: &mut Problems) -> Option<MetricsConfig> {
-    let defaults = MetricsConfig::default();
-    let zones = match &raw.file_info_zones.slot {
-        Slot::Absent => Some(defaults.file_info_zones),
+/// A list of zone names, each known and kept once, in file order.
+pub(super) fn zone_list(
+    problems: &mut Problems,
+    field: &Field<Vec<Field<String>>>,
+    default: Vec<DangerZone>,
+) -> Option<Vec<DangerZone>> {
+    match &field.slot {
+        Slot::Absent => Some(default),
         Slot::Invalid => None,
         Slot::Given(items) => {
             let mut zones = Vec::with_capacity(items.len());
@@ -160,7 +238,12 @@ fn metrics(raw: &RawMetrics, problems: &mut Problems) -> Option<MetricsConfig> {
             }
             ok.then_some(zones)
         }
-    };
+    }
+}
+
+fn metrics(raw: &RawMetrics, problems: &mut Problems) -> Option<MetricsConfig> {
+    let defaults = MetricsConfig::default();
+    let zones = zone_list(problems, &raw.file_info_zones, defaults.file_info_zones);
     let length = unsigned(
         problems,
         &raw.max_label_length,
@@ -220,19 +303,46 @@ pub(super) fn duration(
     default: Duration,
     min: Duration,
 ) -> Option<Duration> {
+    duration_within(problems, field, default, min, MAX_DURATION)
+}
+
+/// A duration where `0s` means "off" (`Some(None)`); otherwise at least `min`.
+fn switchable_duration(
+    problems: &mut Problems,
+    field: &Field<String>,
+    default: Option<Duration>,
+    min: Duration,
+) -> Option<Option<Duration>> {
+    let zero = matches!(&field.slot, Slot::Given(text)
+        if humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()));
+    if zero {
+        return Some(None);
+    }
+    match default {
+        Some(default) => duration(problems, field, default, min).map(Some),
+        None if field.is_absent() => Some(None),
+        None => duration(problems, field, min, min).map(Some),
+    }
+}
+
+/// A humantime duration of at least `min`, at most `max`.
+pub(super) fn duration_within(
+    problems: &mut Problems,
+    field: &Field<String>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Option<Duration> {
     let text = match &field.slot {
         Slot::Given(text) => text,
         Slot::Absent => return Some(default),
         Slot::Invalid => return None,
     };
     let why = match humantime::parse_duration(text.trim()) {
-        Ok(d) if d >= min && d <= MAX_DURATION => return Some(d),
+        Ok(d) if d >= min && d <= max => return Some(d),
         Ok(d) if d < min && d.is_zero() => "must be greater than zero".to_owned(),
         Ok(d) if d < min => format!("must be at least {}", humantime::format_duration(min)),
-        Ok(_) => format!(
-            "must be at most {}",
-            humantime::format_duration(MAX_DURATION)
-        ),
+        Ok(_) => format!("must be at most {}", humantime::format_duration(max)),
         Err(e) => format!("not a duration ({e}); write it like 500ms, 10s or 1m30s"),
     };
     problems.report_value(&field.path, text, why);

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::problem::Problems;
-use crate::config::raw::{RawTask, Slot};
+use crate::config::raw::{Field, RawLabel, RawTask, Slot};
 use crate::config::reader::is_identifier;
 use crate::config::{TaskId, TaskSpec};
 use crate::labels;
@@ -61,7 +61,15 @@ pub(super) fn tasks(raw: &[RawTask], problems: &mut Problems) -> Vec<TaskSpec> {
 }
 
 fn labels(task: &RawTask, problems: &mut Problems) -> Option<BTreeMap<String, String>> {
-    let raw = match &task.labels.slot {
+    label_map(&task.labels, problems)
+}
+
+/// A `labels:` mapping (of a task, or of `discovery:`), checked.
+pub(super) fn label_map(
+    field: &Field<Vec<RawLabel>>,
+    problems: &mut Problems,
+) -> Option<BTreeMap<String, String>> {
+    let raw = match &field.slot {
         Slot::Given(raw) => raw,
         Slot::Absent => return Some(BTreeMap::new()),
         Slot::Invalid => return None,
@@ -69,7 +77,7 @@ fn labels(task: &RawTask, problems: &mut Problems) -> Option<BTreeMap<String, St
     let mut ok = true;
     if raw.len() > MAX_LABELS_PER_TASK {
         problems.report(
-            &task.labels.path,
+            &field.path,
             format!(
                 "a task has at most {MAX_LABELS_PER_TASK} labels, this one has {}",
                 raw.len()
@@ -101,6 +109,8 @@ fn check_label_name(key: &str) -> Result<(), String> {
             "task_id is a label of krs_task_info already (the task's GUID); choose another name"
                 .into(),
         )
+    } else if key == "source" {
+        Err("source is a label of krs_task_info already (static or discovered); choose another name".into())
     } else if key == "name" {
         Err("name is a label of krs_task_info already; set the task's name with `name:` beside `labels:`".into())
     } else if key.chars().count() > MAX_LABEL_NAME_CHARS {
