@@ -883,4 +883,77 @@ tasks:
             "{msg}"
         );
     }
+
+    #[test]
+    fn lifecycle_and_appliance_keys_are_checked_with_their_field_paths() {
+        let base = "credentials: {username: u, password: p}\n";
+        let task = format!("{base}tasks:\n  - id: {ID}\n");
+        for (yaml, expected) in [
+            (
+                format!("{task}    created: -1h\n    timeline: [{{at: -2h, state: created}}]\n"),
+                "tasks[0].timeline[0].at: -2h is before the task's creation (-1h)",
+            ),
+            (
+                format!("{task}    timeline: [{{at: 2m, state: created}}, {{at: 1m, state: completed}}]\n"),
+                "tasks[0].timeline[1].at: 1m is before the step before it (2m)",
+            ),
+            (
+                format!("{task}    repeats: [{{at: -1s, processing: 1m}}]\n"),
+                "tasks[0].repeats[0].at: -1s is before the task's creation (0s)",
+            ),
+            (
+                format!("{task}    params_faults: [{{status: 500, times: 0}}]\n"),
+                "tasks[0].params_faults[0].times: must be at least 1",
+            ),
+            (
+                format!("{base}list_faults: [{{status: 700}}]\n"),
+                "list_faults[0].status: 700 is not an HTTP status",
+            ),
+            (
+                format!("{base}generator: {{every: 0s}}\n"),
+                "generator.every: must be more than 0s",
+            ),
+            (
+                format!("{base}generator: {{every: 1s, red_share: 1.5}}\n"),
+                "generator.red_share: 1.5 is not between 0 and 1",
+            ),
+            (
+                format!("{base}generator: {{every: 1s, keep: 0}}\n"),
+                "generator.keep: 0 is not between 1 and 1000000",
+            ),
+            (
+                format!("{base}health: {{incidents: [{{from: 2m, until: 1m}}]}}\n"),
+                "health.incidents[0].until: 1m is not after from (2m)",
+            ),
+            (
+                format!("{base}version: {{bases_age: 1d, bases_version: x}}\n"),
+                "version.bases_version: cannot be combined with bases_age",
+            ),
+        ] {
+            assert_eq!(parse_err(&yaml), expected, "{yaml}");
+        }
+        let msg = parse_err(&format!("{base}start_time: yesterday\n"));
+        assert!(
+            msg.starts_with("start_time: \"yesterday\" is not a date-time"),
+            "{msg}"
+        );
+        let msg = parse_err(&format!("{task}    created: soon\n"));
+        assert!(
+            msg.starts_with("tasks[0].created: \"soon\" is not a time"),
+            "{msg}"
+        );
+        let msg = parse_err(&format!("{base}generator: {{every: 1s, speed: 2}}\n"));
+        assert!(msg.contains("speed"), "{msg}");
+    }
+
+    #[test]
+    fn state_spellings_in_a_timeline_are_kept_as_written() {
+        let s = parse(&format!(
+            "credentials: {{username: u, password: p}}\ntasks:\n  - id: {ID}\n    timeline: [{{at: 1s, state: Processing failed}}]\n"
+        ))
+        .unwrap();
+        let step = &s.tasks()[0].timeline[0];
+        assert_eq!(step.state.spelling, "Processing failed");
+        assert_eq!(step.state.kind, super::super::lifecycle::StateKind::Failed);
+    }
 }

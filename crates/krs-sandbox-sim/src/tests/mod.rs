@@ -1069,6 +1069,9 @@ fn the_bundled_demo_scenario_is_valid_and_shows_every_kind_of_activity() {
         "the missing id is listed in the file's comment"
     );
     assert_eq!(demo_scenario().tasks().len(), tasks.len());
+    let generator = scenario.generator().expect("the demo keeps moving");
+    assert!(generator.every <= Duration::from_secs(30));
+    assert!(generator.red_share > 0.0 && generator.yara_share > 0.0);
 }
 
 #[test]
@@ -1085,6 +1088,25 @@ fn the_scenario_example_in_the_docs_is_valid() {
         .expect("the reference holds a YAML example");
     let scenario = Scenario::from_yaml_str(yaml).unwrap_or_else(|e| panic!("docs example: {e}"));
     assert_eq!(scenario.tasks()[0].faults.len(), 12);
+}
+
+#[test]
+fn every_yaml_example_in_the_docs_is_a_valid_scenario() {
+    let docs = include_str!("../../../../docs/simulator.md");
+    let examples: Vec<&str> = docs
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(examples.len() >= 3, "{} examples", examples.len());
+    for (i, yaml) in examples.iter().enumerate() {
+        Scenario::from_yaml_str(yaml).unwrap_or_else(|e| panic!("docs example {i}: {e}"));
+    }
+    let lifecycle = Scenario::from_yaml_str(examples[1]).unwrap();
+    assert_eq!(lifecycle.tasks()[0].timeline.len(), 5);
+    assert_eq!(lifecycle.appliance().health.incidents.len(), 2);
+    let living = Scenario::from_yaml_str(examples[2]).unwrap();
+    assert_eq!(living.generator().map(|g| g.keep), Some(500));
 }
 
 #[tokio::test]
