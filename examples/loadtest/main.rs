@@ -36,6 +36,7 @@
 mod fleet;
 mod floor;
 mod measure;
+mod mix;
 mod phases;
 mod proc;
 mod report;
@@ -115,6 +116,23 @@ pub struct RunArgs {
     /// Print JSON instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// The tasks' lifecycle: `finished` (all completed from start) or `realistic` (created over
+    /// `--history`, the newest `--detonating` still detonating).
+    #[arg(long, value_enum, default_value = "finished")]
+    mix: mix::Mix,
+    /// With `--mix realistic`: tasks detonating at start.
+    #[arg(long, default_value_t = 40)]
+    detonating: u64,
+    /// With `--mix realistic`: tasks were created over this long before start.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    history: Duration,
+    /// With `--mix realistic`: the detonating tasks complete within this long after start.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    detonation: Duration,
+    /// With `--mix realistic`: a new sample arrives this often during the run (found through the
+    /// task list only).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    arrival_every: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -186,11 +204,23 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .unwrap_or_else(|| (args.interval / 2).min(Duration::from_secs(10)));
 
     eprintln!("loadtest: building a scenario of {} tasks", args.tasks);
-    let scenario = Scenario::builder()
+    let mix = mix::MixArgs {
+        mix: args.mix,
+        tasks: args.tasks,
+        detonating: args.detonating.min(args.tasks),
+        history: args.history,
+        detonation: args.detonation,
+        arrival_every: args
+            .arrival_every
+            .filter(|_| args.mix == mix::Mix::Realistic),
+    };
+    let mut scenario = Scenario::builder()
         .credentials(USER, PASSWORD)
-        .tasks((0..args.tasks).map(|n| sim_task(n).served_at(args.changing_bodies)))
-        .build()
-        .map_err(|e| format!("scenario: {e}"))?;
+        .tasks((0..args.tasks).map(|n| sim_task(n, &mix).served_at(args.changing_bodies)));
+    if let Some(generator) = mix::arrivals(&mix) {
+        scenario = scenario.generator(generator);
+    }
+    let scenario = scenario.build().map_err(|e| format!("scenario: {e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("binding the simulator: {e}"))?;
@@ -276,7 +306,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn sim_task(n: u64) -> SimTask {
+fn sim_task(n: u64, mix: &mix::MixArgs) -> SimTask {
     let files = fleet::files(n).into_iter().map(|f| {
         let mut file = SimFile::new(&f.name, f.zone)
             .size(f.size)
@@ -290,9 +320,7 @@ fn sim_task(n: u64) -> SimTask {
         }
         file
     });
-    SimTask::new(&fleet::task_id(n))
-        .name(&fleet::task_name(n))
-        .files(files)
+    mix::task(n, files.collect(), mix)
 }
 
 /// The exporter's configuration: defaults except the sandbox, timing and the watch list (each

@@ -3,19 +3,26 @@
 //! One `Mutex<State>` holds the task table, the per-path counters and the request log; every
 //! request takes it once, for a hash lookup and a few counter updates, never across an `.await`.
 //! Concurrency gauges are atomics so that finishing a response needs no lock.
+//!
+//! Generated tasks are made here, lazily: every request (and every handle call) first catches
+//! the table up with the clock ([`State::catch_up`]), so no background task is needed and a
+//! paused test clock sees exactly what a real one would.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::appliance::{Appliance, EndpointFaults, Health, Version};
+use super::generator::Generator;
+use super::lifecycle::{Events, Offset, Sample, StateName, TaskError};
 use super::scenario::{
-    canonical_task_id, validate_task, Credentials, Fault, FaultAction, ResponseFormat, SimFile,
-    SimTask, TaskState,
+    canonical_task_id, validate_endpoint_faults, validate_task, Credentials, Fault, FaultAction,
+    ParamsShape, Parts, ResponseFormat, SimFile, SimTask, TaskState,
 };
 
 /// The request log keeps this many most recent entries.
@@ -31,11 +38,29 @@ pub struct SimHandle {
     pub(super) shared: Arc<Shared>,
 }
 
+/// Which endpoint a request named (for counters, the log and per-endpoint faults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /api/v1/sandbox/tasks/{id}/downloads`
+    Downloads,
+    /// `GET /api/v1/sandbox/tasks/{id}`
+    Task,
+    /// `GET /api/v1/sandbox/tasks/`
+    List,
+    /// `GET /api/v1/sandbox/health`
+    Health,
+    /// `GET /api/v1/sandbox/version`
+    Version,
+    /// Any other path.
+    Other,
+}
+
 /// One request as the simulator answered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
     /// Arrival time since simulator start.
     pub at: Duration,
+    pub endpoint: Endpoint,
     /// The task segment of the path, lowercased and cut to 64 bytes; empty for other paths.
     pub task: String,
     /// Status sent; 0 when the connection was closed without an answer (`reset` fault).
@@ -56,6 +81,8 @@ pub(super) struct Shared {
     /// Highest `PathCounters::in_flight` ever seen, over all task paths.
     pub(super) in_flight_max_per_task: AtomicU64,
     pub(super) total: AtomicU64,
+    /// Requests per [`Endpoint`], indexed by [`Endpoint::index`].
+    pub(super) per_endpoint: [AtomicU64; 6],
     /// The accept loop and every connection task, so `closed` can wait for all of them.
     pub(super) tracker: TaskTracker,
 }
@@ -71,6 +98,22 @@ pub(super) struct State {
     /// so requests for unknown ids and auth failures are counted too.
     pub(super) paths: HashMap<Arc<str>, Arc<PathCounters>>,
     pub(super) log: VecDeque<LogEntry>,
+    /// Wall-clock time of simulator start: `Created`, `Processed` and bases are read on it.
+    pub(super) start_wall: SystemTime,
+    pub(super) health: Health,
+    pub(super) version: Version,
+    pub(super) appliance: Appliance,
+    pub(super) list_faults: FaultQueue,
+    pub(super) health_faults: FaultQueue,
+    pub(super) version_faults: FaultQueue,
+    /// Every task by creation time then id: the task list walks it newest first, so a page
+    /// costs its offset plus its length, not a sort of the whole table.
+    pub(super) by_created: BTreeSet<(Offset, String)>,
+    pub(super) generator: Option<Generator>,
+    /// Ids of the generated tasks that exist, oldest first (dropped beyond `keep`).
+    generated: VecDeque<String>,
+    /// Number of the next task the generator will make.
+    next_generated: u64,
 }
 
 pub(super) struct TaskEntry {
@@ -79,6 +122,22 @@ pub(super) struct TaskEntry {
     /// Shared with responses being rendered; replaced (not mutated in place) on change.
     pub(super) files: Arc<Vec<SimFile>>,
     pub(super) faults: FaultQueue,
+    pub(super) params_faults: FaultQueue,
+    /// Shared with responses being rendered; copied on write (live state changes).
+    pub(super) life: Arc<Life>,
+}
+
+/// What a task-parameter record is made of, beside the files.
+#[derive(Clone)]
+pub(super) struct Life {
+    pub(super) created: Offset,
+    /// Empty: the state is derived from the files, as before lifecycles existed.
+    pub(super) events: Events,
+    pub(super) sample: Sample,
+    pub(super) verdict: Option<String>,
+    pub(super) sample_zone: Option<String>,
+    pub(super) error: Option<TaskError>,
+    pub(super) params_shape: ParamsShape,
 }
 
 #[derive(Default)]
@@ -89,6 +148,7 @@ pub(super) struct PathCounters {
 
 pub(super) struct LogEntry {
     pub(super) at: Duration,
+    pub(super) endpoint: Endpoint,
     pub(super) task: Arc<str>,
     pub(super) status: u16,
 }
@@ -178,15 +238,92 @@ impl SimHandle {
     pub fn add_task(&self, task: SimTask) {
         let field = format!("add_task({})", task.id);
         let task = validate_task(task, &field).unwrap_or_else(|e| panic!("{e}"));
-        let id = task.id.clone();
-        self.lock().tasks.insert(id, TaskEntry::from_task(task));
+        let mut state = self.lock();
+        state.remove(&task.id);
+        state.insert(task);
     }
 
     /// Forget a task: it answers "task not found" (code 6) from now on.
     /// Panics if `task` is not a GUID.
     pub fn remove_task(&self, task: &str) {
         let id = canonical_or_panic(task);
-        self.lock().tasks.remove(&id);
+        self.lock().remove(&id);
+    }
+
+    /// From now on the task is in this state (any spelling: `deleted`, `disposed`,
+    /// `Processing failed`, …); whatever its timeline still had in store is cancelled.
+    /// Panics if `task` is not a GUID or not a known task.
+    pub fn set_state(&self, task: &str, state: &str) {
+        let now = Offset::after(self.elapsed());
+        self.with_life(task, |life| {
+            life.events.set_state(now, StateName::new(state))
+        });
+    }
+
+    /// Someone repeats the task now: a new `ResultId`, `processing` for `processing`, then
+    /// `completed` with a new `Processed`. Panics if `task` is not a GUID or not a known task.
+    pub fn repeat_task(&self, task: &str, processing: Duration) {
+        let now = Offset::after(self.elapsed());
+        self.with_life(task, |life| life.events.repeat(now, processing));
+    }
+
+    /// Replace the health checks and incidents (incident times stay relative to start).
+    pub fn set_health(&self, health: Health) {
+        self.lock().health = health;
+    }
+
+    /// Replace what `GET /version` answers.
+    pub fn set_version(&self, version: Version) {
+        self.lock().version = version;
+    }
+
+    /// Append faults to the queue of the task list, health or version endpoint. Panics for
+    /// another endpoint (task endpoints have per-task queues) or an invalid fault.
+    pub fn push_endpoint_faults(&self, endpoint: Endpoint, faults: Vec<Fault>) {
+        let list = EndpointFaults {
+            faults,
+            repeat: false,
+        };
+        validate_endpoint_faults(&list, &format!("push_endpoint_faults({endpoint:?})"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut state = self.lock();
+        let queue = match endpoint {
+            Endpoint::List => &mut state.list_faults,
+            Endpoint::Health => &mut state.health_faults,
+            Endpoint::Version => &mut state.version_faults,
+            other => {
+                panic!("{other:?} has per-task fault queues: use push_faults or push_params_faults")
+            }
+        };
+        queue.push(list.faults);
+    }
+
+    /// Append faults to a task's `GET /tasks/{id}` queue. Creates the task if unknown. Panics
+    /// if `task` is not a GUID or a fault is invalid.
+    pub fn push_params_faults(&self, task: &str, faults: Vec<Fault>) {
+        let id = canonical_or_panic(task);
+        let checked = SimTask::new(&id).faults(faults);
+        let checked = validate_task(checked, "push_params_faults")
+            .unwrap_or_else(|e| panic!("invalid fault pushed to {id}: {e}"));
+        self.lock().entry(id).params_faults.push(checked.faults);
+    }
+
+    /// Requests to this endpoint (any status, auth failures included).
+    pub fn requests_to(&self, endpoint: Endpoint) -> u64 {
+        self.shared.per_endpoint[endpoint.index()].load(Ordering::SeqCst)
+    }
+
+    /// Tasks the simulator holds now, generated ones included (those not created yet too).
+    pub fn task_count(&self) -> usize {
+        let now = Offset::after(self.elapsed());
+        let mut state = self.lock();
+        state.catch_up(now);
+        state.tasks.len()
+    }
+
+    /// Wall-clock time of simulator start: `Created` is this plus the task's `created`.
+    pub fn start_time(&self) -> SystemTime {
+        self.lock().start_wall
     }
 
     /// Accept only these credentials from now on.
@@ -223,6 +360,7 @@ impl SimHandle {
             .iter()
             .map(|e| RequestRecord {
                 at: e.at,
+                endpoint: e.endpoint,
                 task: e.task.to_string(),
                 status: e.status,
             })
@@ -251,6 +389,9 @@ impl SimHandle {
         state.paths.clear();
         state.log.clear();
         self.shared.total.store(0, Ordering::SeqCst);
+        for counter in &self.shared.per_endpoint {
+            counter.store(0, Ordering::SeqCst);
+        }
         self.shared.in_flight_max.store(0, Ordering::SeqCst);
         self.shared
             .in_flight_max_per_task
@@ -266,6 +407,18 @@ impl SimHandle {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
     }
+
+    fn with_life(&self, task: &str, change: impl FnOnce(&mut Life)) {
+        let id = canonical_or_panic(task);
+        let now = Offset::after(self.elapsed());
+        let mut state = self.lock();
+        state.catch_up(now);
+        let entry = state
+            .tasks
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("simulator control: no task {id}"));
+        change(Arc::make_mut(&mut entry.life));
+    }
 }
 
 impl Shared {
@@ -279,20 +432,77 @@ impl Shared {
 }
 
 impl State {
-    pub(super) fn new(
-        credentials: &Credentials,
-        not_found_status: u16,
-        tasks: Vec<SimTask>,
-    ) -> Self {
-        State {
+    pub(super) fn new(parts: Parts, start_wall: SystemTime) -> Self {
+        let Parts {
+            credentials,
+            not_found_status,
+            tasks,
+            appliance,
+            generator,
+        } = parts;
+        let mut state = State {
             expected_auth: credentials.basic_bytes(),
             not_found_status,
-            tasks: tasks
-                .into_iter()
-                .map(|t| (t.id.clone(), TaskEntry::from_task(t)))
-                .collect(),
+            tasks: HashMap::with_capacity(tasks.len()),
             paths: HashMap::new(),
             log: VecDeque::new(),
+            start_wall: appliance.start_time.unwrap_or(start_wall),
+            health: appliance.health.clone(),
+            version: appliance.version.clone(),
+            list_faults: FaultQueue::new(&appliance.list_faults),
+            health_faults: FaultQueue::new(&appliance.health_faults),
+            version_faults: FaultQueue::new(&appliance.version_faults),
+            appliance,
+            by_created: BTreeSet::new(),
+            generator,
+            generated: VecDeque::new(),
+            next_generated: 0,
+        };
+        for task in tasks {
+            state.insert(task);
+        }
+        state
+    }
+
+    /// Make the generated tasks the clock has reached, dropping those beyond `keep`.
+    pub(super) fn catch_up(&mut self, now: Offset) {
+        let Some(generator) = &self.generator else {
+            return;
+        };
+        let alive = generator.alive(now);
+        if alive.end <= self.next_generated {
+            return;
+        }
+        let new: Vec<SimTask> = (alive.start.max(self.next_generated)..alive.end)
+            .map(|k| generator.task(k))
+            .collect();
+        let keep = generator.keep;
+        self.next_generated = alive.end;
+        for task in new {
+            let task = validate_task(task, "generator")
+                .expect("generated tasks are valid: ordered steps, GUID ids");
+            self.generated.push_back(task.id.clone());
+            self.remove(&task.id);
+            self.insert(task);
+        }
+        while self.generated.len() > keep {
+            if let Some(old) = self.generated.pop_front() {
+                self.remove(&old);
+                self.paths.remove(old.as_str());
+            }
+        }
+    }
+
+    /// Add a validated task (replacing none: the caller removed any with its id).
+    fn insert(&mut self, task: SimTask) {
+        self.by_created.insert((task.created, task.id.clone()));
+        self.tasks
+            .insert(task.id.clone(), TaskEntry::from_task(task));
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.tasks.remove(id) {
+            self.by_created.remove(&(old.life.created, id.to_owned()));
         }
     }
 
@@ -308,18 +518,28 @@ impl State {
         (k, c)
     }
 
-    pub(super) fn record(&mut self, at: Duration, task: Arc<str>, status: u16) {
+    pub(super) fn record(&mut self, at: Duration, endpoint: Endpoint, task: Arc<str>, status: u16) {
         if self.log.len() >= REQUEST_LOG_CAPACITY {
             self.log.pop_front();
         }
-        self.log.push_back(LogEntry { at, task, status });
+        self.log.push_back(LogEntry {
+            at,
+            endpoint,
+            task,
+            status,
+        });
     }
 
     /// The task with this canonical id, created active and empty if unknown.
     fn entry(&mut self, id: String) -> &mut TaskEntry {
+        if !self.tasks.contains_key(&id) {
+            let task = validate_task(SimTask::new(&id), "entry")
+                .expect("a canonical id makes a valid empty task");
+            self.insert(task);
+        }
         self.tasks
-            .entry(id.clone())
-            .or_insert_with(|| TaskEntry::from_task(SimTask::new(&id)))
+            .get_mut(&id)
+            .expect("the task was inserted just above")
     }
 }
 
@@ -335,11 +555,48 @@ impl TaskEntry {
                 used: 0,
                 repeat: task.faults_repeat,
             },
+            params_faults: FaultQueue {
+                list: task.params_faults,
+                pos: 0,
+                used: 0,
+                repeat: task.params_faults_repeat,
+            },
+            life: Arc::new(Life {
+                created: task.created,
+                events: Events::build(&task.timeline, &task.repeats),
+                sample: task.sample,
+                verdict: task.verdict,
+                sample_zone: task.sample_zone,
+                error: task.error,
+                params_shape: task.params_shape,
+            }),
+        }
+    }
+}
+
+impl Endpoint {
+    pub(super) fn index(self) -> usize {
+        match self {
+            Endpoint::Downloads => 0,
+            Endpoint::Task => 1,
+            Endpoint::List => 2,
+            Endpoint::Health => 3,
+            Endpoint::Version => 4,
+            Endpoint::Other => 5,
         }
     }
 }
 
 impl FaultQueue {
+    fn new(list: &EndpointFaults) -> Self {
+        FaultQueue {
+            list: list.faults.clone(),
+            pos: 0,
+            used: 0,
+            repeat: list.repeat,
+        }
+    }
+
     /// The action for the next request, if a fault is due.
     pub(super) fn next(&mut self) -> Option<FaultAction> {
         if self.pos >= self.list.len() {

@@ -1,15 +1,19 @@
 //! The simulated sandbox: a small HTTP server that answers like the Kaspersky Research Sandbox
-//! API for `GET /api/v1/sandbox/tasks/{task_id}/downloads` (and `GET .../tasks/{task_id}`),
-//! driven by a [`Scenario`]. It is the only faked component of the project, used by the
+//! API for `GET /api/v1/sandbox/tasks/{task_id}/downloads`, the task lifecycle endpoints (`GET
+//! .../tasks/`, `.../tasks/{task_id}`, `.../health`, `.../version`), driven by a [`Scenario`]. It is the only faked component of the project, used by the
 //! `krs-sandbox-sim` binary, by `krs-exporter --demo`, and in-process by tests and benchmarks.
 //!
 //! Parts:
 //! - `scenario`: the scenario types, their builders and validation; `yaml`: the YAML form;
+//! - `lifecycle`: a task's creation, states over time and repeats; `appliance`: health,
+//!   version, the list's spelling, per-endpoint faults; `generator`: a living sandbox that
+//!   creates a task every few seconds, forever, memory bounded;
 //! - `server`: [`start`], the accept loop, routing, Basic auth and fault injection (the route
 //!   table is there);
 //! - `control`: live state and [`SimHandle`], the remote control tests use to change files,
 //!   queue faults, take the simulator down and read request counters;
-//! - `render` and `body`: JSON bodies in every spelling the API may use, and streamed bodies.
+//! - `render`, `records` and `body`: JSON bodies in every spelling the API may use (downloads;
+//!   task records, the task list, health, version), and streamed bodies.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -35,18 +39,28 @@
 //!
 //! Scenario format and behaviour in detail: the workspace's `docs/simulator.md`.
 
+mod appliance;
 mod body;
 mod control;
+mod generator;
+mod lifecycle;
+mod records;
 mod render;
 mod scenario;
 mod server;
 mod yaml;
 
-pub use control::{RequestRecord, SimHandle, REQUEST_LOG_CAPACITY};
+pub use appliance::{
+    Appliance, Bases, Check, EndpointFaults, Health, HealthShape, Incident, ListFormat, ListShape,
+    Version,
+};
+pub use control::{Endpoint, RequestRecord, SimHandle, REQUEST_LOG_CAPACITY};
+pub use generator::Generator;
+pub use lifecycle::{Offset, Repeat, Sample, StateKind, StateName, Step, TaskError};
 pub use scenario::{
-    Credentials, ErrorBody, ErrorCode, Fault, FaultAction, KeyCase, ResponseFormat, Scenario,
-    ScenarioBuilder, ScenarioError, Shape, SimFile, SimTask, StatusBody, TaskState, ZoneChange,
-    DEFAULT_PASSWORD, DEFAULT_USERNAME,
+    Credentials, ErrorBody, ErrorCode, Fault, FaultAction, KeyCase, ParamsShape, ResponseFormat,
+    Scenario, ScenarioBuilder, ScenarioError, Shape, SimFile, SimTask, StatusBody, TaskState,
+    ZoneChange, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
 pub use server::start;
 

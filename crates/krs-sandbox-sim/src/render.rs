@@ -1,5 +1,5 @@
-//! JSON bodies: download records in every spelling a task's [`ResponseFormat`] asks for, the
-//! sandbox's error documents and the task-parameters document.
+//! JSON bodies: download records in every spelling a task's [`ResponseFormat`] asks for and the
+//! sandbox's error documents (the lifecycle endpoints' bodies are in `records`).
 //!
 //! Everything goes through `serde_json`, so hostile file names are escaped correctly.
 
@@ -77,16 +77,6 @@ struct Wrapped<'a> {
     downloads: &'a [Record<'a>],
 }
 
-/// `GET /tasks/{id}` answer.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TaskParams<'a> {
-    task_id: &'a str,
-    state: &'a str,
-    status: &'a str,
-    zone: &'a str,
-}
-
 /// The downloads body for the files visible `elapsed` after start; `None` means an empty body.
 pub(super) fn downloads(
     files: &[SimFile],
@@ -122,35 +112,6 @@ pub(super) fn downloads(
 /// `{"code":…,"message":…,"meta":…}`.
 pub(super) fn error(body: &ErrorBody) -> Vec<u8> {
     serde_json::to_vec(body).expect("serialising strings and numbers to a Vec cannot fail")
-}
-
-/// `GET /tasks/{id}`: the worst zone among visible files; `processing` (status `Unknown`) while
-/// files or grades are still to come, `completed` after.
-pub(super) fn task_params(id: &str, files: &[SimFile], elapsed: Duration) -> Vec<u8> {
-    let worst = files
-        .iter()
-        .filter(|f| f.after <= elapsed)
-        .map(|f| Zone::parse(f.zone_at(elapsed)))
-        .min()
-        .unwrap_or(Zone::Green);
-    let pending = files
-        .iter()
-        .any(|f| f.after > elapsed || f.zone_changes.iter().any(|c| c.after > elapsed));
-    let status = match worst {
-        _ if pending => "Unknown",
-        Zone::Red => "Malware",
-        Zone::Orange => "Not trusted",
-        Zone::Yellow => "NotAVirus",
-        Zone::Green => "Clean",
-        Zone::Grey | Zone::Unknown => "Unknown",
-    };
-    let params = TaskParams {
-        task_id: id,
-        state: if pending { "processing" } else { "completed" },
-        status,
-        zone: worst.as_str(),
-    };
-    serde_json::to_vec(&params).expect("serialising strings to a Vec cannot fail")
 }
 
 impl Serialize for Record<'_> {
@@ -224,7 +185,7 @@ impl Serialize for NamedRule<'_> {
 /// A file's zone as the sandbox grades it, most dangerous first (the simulator's own reading of
 /// its scenario's zone strings: case-insensitive, `Gray` for `Grey`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Zone {
+pub(super) enum Zone {
     Red,
     Orange,
     Yellow,
@@ -234,7 +195,7 @@ enum Zone {
 }
 
 impl Zone {
-    fn parse(s: &str) -> Zone {
+    pub(super) fn parse(s: &str) -> Zone {
         match s.trim().to_ascii_lowercase().as_str() {
             "red" => Zone::Red,
             "orange" => Zone::Orange,
@@ -245,7 +206,18 @@ impl Zone {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// A completed task's `Status` when its worst file is in this zone.
+    pub(super) fn verdict(self) -> &'static str {
+        match self {
+            Zone::Red => "Malware",
+            Zone::Orange => "Not trusted",
+            Zone::Yellow => "NotAVirus",
+            Zone::Green => "Clean",
+            Zone::Grey | Zone::Unknown => "Unknown",
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Zone::Red => "Red",
             Zone::Orange => "Orange",

@@ -5,6 +5,10 @@
 //! programmatic [`Scenario::builder`] collects [`SimTask`]s directly; both end in the same
 //! validation, which canonicalises task ids to lowercase, rejects duplicates and impossible
 //! faults, and fills in missing hashes. A [`Scenario`] therefore always holds valid tasks.
+//!
+//! Lifecycle types live in [`super::lifecycle`], the appliance-wide settings (health, version,
+//! the task list's spelling, per-endpoint faults) in [`super::appliance`], the living-sandbox
+//! generator in [`super::generator`].
 
 use std::collections::HashSet;
 use std::fmt;
@@ -12,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::appliance::{Appliance, EndpointFaults};
+use super::generator::Generator;
+use super::lifecycle::{Offset, Repeat, Sample, StateName, Step, TaskError};
 
 /// Username used by [`Scenario::builder`] when none is given.
 pub const DEFAULT_USERNAME: &str = "exporter";
@@ -24,6 +32,8 @@ pub struct Scenario {
     credentials: Credentials,
     not_found_status: u16,
     tasks: Vec<SimTask>,
+    appliance: Appliance,
+    generator: Option<Generator>,
 }
 
 /// Collects a scenario in code; [`ScenarioBuilder::build`] validates it.
@@ -32,6 +42,17 @@ pub struct ScenarioBuilder {
     credentials: Credentials,
     not_found_status: u16,
     tasks: Vec<SimTask>,
+    appliance: Appliance,
+    generator: Option<Generator>,
+}
+
+/// A validated scenario taken apart by the server.
+pub(crate) struct Parts {
+    pub(crate) credentials: Credentials,
+    pub(crate) not_found_status: u16,
+    pub(crate) tasks: Vec<SimTask>,
+    pub(crate) appliance: Appliance,
+    pub(crate) generator: Option<Generator>,
 }
 
 /// The one username/password pair the simulator accepts (HTTP Basic).
@@ -55,6 +76,36 @@ pub struct SimTask {
     pub faults: Vec<Fault>,
     /// Loop `faults` forever instead of answering normally once they are used up.
     pub faults_repeat: bool,
+    /// Creation time; default: simulator start.
+    pub created: Offset,
+    /// State changes, in order of `at`, none before `created`. Empty: the state is derived from
+    /// the files (`processing` while one is pending, `completed` after).
+    pub timeline: Vec<Step>,
+    pub repeats: Vec<Repeat>,
+    pub sample: Sample,
+    /// `Status` once completed; default: from the worst zone among the files.
+    pub verdict: Option<String>,
+    /// `Zone` of the task; default: the worst zone among the visible files.
+    pub sample_zone: Option<String>,
+    /// `ErrorCode`/`ErrorMessage` while failed; default: `ProcessingFailed` or `UploadFailed`.
+    pub error: Option<TaskError>,
+    /// How `GET /tasks/{id}` wraps the record (keys in the task's `key_case`).
+    pub params_shape: ParamsShape,
+    /// Consumed one per `GET /tasks/{id}` request, like `faults` for downloads.
+    pub params_faults: Vec<Fault>,
+    pub params_faults_repeat: bool,
+}
+
+/// The document around a task-parameter record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ParamsShape {
+    /// `{record}`
+    #[default]
+    Object,
+    /// `[record]`
+    Array,
+    /// `{"Tasks":[record]}`
+    Wrapped,
 }
 
 /// Whether the task still exists on the appliance.
@@ -62,7 +113,9 @@ pub struct SimTask {
 pub enum TaskState {
     #[default]
     Active,
-    /// Answers 404 with `{"code":7,"message":"task deleted",...}`.
+    /// Gone from the appliance: every endpoint answers 404 with
+    /// `{"code":7,"message":"task deleted",...}` and the list omits it. (A timeline step
+    /// `deleted` instead keeps the record, as the appliance's task list does.)
     Deleted,
 }
 
@@ -246,6 +299,8 @@ impl Scenario {
             credentials: Credentials::new(DEFAULT_USERNAME, DEFAULT_PASSWORD),
             not_found_status: 404,
             tasks: Vec::new(),
+            appliance: Appliance::default(),
+            generator: None,
         }
     }
 
@@ -263,8 +318,24 @@ impl Scenario {
         &self.tasks
     }
 
-    pub(crate) fn into_parts(self) -> (Credentials, u16, Vec<SimTask>) {
-        (self.credentials, self.not_found_status, self.tasks)
+    /// Health, version, the list's spelling and the per-endpoint faults.
+    pub fn appliance(&self) -> &Appliance {
+        &self.appliance
+    }
+
+    /// The living-sandbox generator, if any (its tasks are not in [`Scenario::tasks`]).
+    pub fn generator(&self) -> Option<&Generator> {
+        self.generator.as_ref()
+    }
+
+    pub(crate) fn into_parts(self) -> Parts {
+        Parts {
+            credentials: self.credentials,
+            not_found_status: self.not_found_status,
+            tasks: self.tasks,
+            appliance: self.appliance,
+            generator: self.generator,
+        }
     }
 }
 
@@ -290,8 +361,20 @@ impl ScenarioBuilder {
         self
     }
 
+    /// Health checks, version, list spelling, per-endpoint faults.
+    pub fn appliance(mut self, appliance: Appliance) -> Self {
+        self.appliance = appliance;
+        self
+    }
+
+    /// A new task every so often, forever (see [`Generator`]).
+    pub fn generator(mut self, generator: Generator) -> Self {
+        self.generator = Some(generator);
+        self
+    }
+
     pub fn build(self) -> Result<Scenario, ScenarioError> {
-        validate(self.credentials, self.not_found_status, self.tasks)
+        validate(self)
     }
 }
 
@@ -324,6 +407,16 @@ impl SimTask {
             files: Vec::new(),
             faults: Vec::new(),
             faults_repeat: false,
+            created: Offset::ZERO,
+            timeline: Vec::new(),
+            repeats: Vec::new(),
+            sample: Sample::default(),
+            verdict: None,
+            sample_zone: None,
+            error: None,
+            params_shape: ParamsShape::Object,
+            params_faults: Vec::new(),
+            params_faults_repeat: false,
         }
     }
 
@@ -389,6 +482,68 @@ impl SimTask {
 
     pub fn faults_repeat(mut self, on: bool) -> Self {
         self.faults_repeat = on;
+        self
+    }
+
+    pub fn created(mut self, at: impl Into<Offset>) -> Self {
+        self.created = at.into();
+        self
+    }
+
+    pub fn step(mut self, step: Step) -> Self {
+        self.timeline.push(step);
+        self
+    }
+
+    /// From `at` on, the task is in this state (any spelling: `Completed`, `Processing failed`).
+    pub fn state_at(self, at: impl Into<Offset>, state: &str) -> Self {
+        self.step(Step {
+            at: at.into(),
+            state: StateName::new(state),
+        })
+    }
+
+    /// Repeated at `at`: processing again for `processing`, with a new `ResultId`.
+    pub fn repeat(mut self, at: impl Into<Offset>, processing: Duration) -> Self {
+        self.repeats.push(Repeat {
+            at: at.into(),
+            processing,
+        });
+        self
+    }
+
+    pub fn sample(mut self, sample: Sample) -> Self {
+        self.sample = sample;
+        self
+    }
+
+    pub fn verdict(mut self, verdict: &str) -> Self {
+        self.verdict = Some(verdict.to_owned());
+        self
+    }
+
+    pub fn sample_zone(mut self, zone: &str) -> Self {
+        self.sample_zone = Some(zone.to_owned());
+        self
+    }
+
+    pub fn error(mut self, error: TaskError) -> Self {
+        self.error = Some(error);
+        self
+    }
+
+    pub fn params_shape(mut self, shape: ParamsShape) -> Self {
+        self.params_shape = shape;
+        self
+    }
+
+    pub fn params_fault(mut self, fault: Fault) -> Self {
+        self.params_faults.push(fault);
+        self
+    }
+
+    pub fn params_faults_repeat(mut self, on: bool) -> Self {
+        self.params_faults_repeat = on;
         self
     }
 }
@@ -678,17 +833,86 @@ pub(crate) fn validate_task(mut task: SimTask, field: &str) -> Result<SimTask, S
     for (i, fault) in task.faults.iter().enumerate() {
         validate_fault(fault, &format!("{field}.faults[{i}]"))?;
     }
+    for (i, fault) in task.params_faults.iter().enumerate() {
+        validate_fault(fault, &format!("{field}.params_faults[{i}]"))?;
+    }
+    let mut previous = task.created;
+    for (i, step) in task.timeline.iter().enumerate() {
+        if step.at < previous {
+            let what = if i == 0 {
+                format!("the task's creation ({})", task.created)
+            } else {
+                format!("the step before it ({previous})")
+            };
+            return Err(ScenarioError::invalid(
+                format!("{field}.timeline[{i}].at"),
+                format!("{} is before {what}", step.at),
+            ));
+        }
+        previous = step.at;
+    }
+    for (i, repeat) in task.repeats.iter().enumerate() {
+        if repeat.at < task.created {
+            return Err(ScenarioError::invalid(
+                format!("{field}.repeats[{i}].at"),
+                format!(
+                    "{} is before the task's creation ({})",
+                    repeat.at, task.created
+                ),
+            ));
+        }
+    }
     for file in &mut task.files {
         file.resolve_hashes(&task.id);
     }
+    resolve_sample(&mut task);
     Ok(task)
 }
 
-pub(super) fn validate(
-    credentials: Credentials,
-    not_found_status: u16,
-    tasks: Vec<SimTask>,
-) -> Result<Scenario, ScenarioError> {
+/// Fill in the sample's names and hashes from the task's name and id.
+fn resolve_sample(task: &mut SimTask) {
+    let s = &mut task.sample;
+    let original = s
+        .original_file_name
+        .get_or_insert_with(|| task.name.clone().unwrap_or_else(|| "sample.bin".to_owned()))
+        .clone();
+    s.file_name.get_or_insert_with(|| original.clone());
+    s.extension.get_or_insert_with(|| {
+        original
+            .rsplit_once('.')
+            .map(|(_, ext)| ext.to_ascii_lowercase())
+            .filter(|ext| !ext.contains('/'))
+            .unwrap_or_default()
+    });
+    s.md5
+        .get_or_insert_with(|| fake_hex(&task.id, "\0sample", 0x6d64_3500, 32));
+    s.sha1
+        .get_or_insert_with(|| fake_hex(&task.id, "\0sample", 0x7368_6131, 40));
+    s.sha256
+        .get_or_insert_with(|| fake_hex(&task.id, "\0sample", 0x7368_6132, 64));
+}
+
+/// A GUID derived from a task id and a run number: the task's `ResultId` for that run.
+pub(crate) fn result_id(task_id: &str, run: u32) -> String {
+    let hex = fake_hex(task_id, &run.to_string(), 0x7265_7375, 32);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+pub(super) fn validate(builder: ScenarioBuilder) -> Result<Scenario, ScenarioError> {
+    let ScenarioBuilder {
+        credentials,
+        not_found_status,
+        tasks,
+        appliance,
+        generator,
+    } = builder;
     if not_found_status != 400 && not_found_status != 404 {
         return Err(ScenarioError::invalid(
             "not_found_status",
@@ -707,11 +931,78 @@ pub(super) fn validate(
         }
         valid.push(task);
     }
+    validate_appliance(&appliance)?;
+    if let Some(generator) = &generator {
+        validate_generator(generator)?;
+    }
     Ok(Scenario {
         credentials,
         not_found_status,
         tasks: valid,
+        appliance,
+        generator,
     })
+}
+
+fn validate_appliance(appliance: &Appliance) -> Result<(), ScenarioError> {
+    for (key, list) in [
+        ("list_faults", &appliance.list_faults),
+        ("health_faults", &appliance.health_faults),
+        ("version_faults", &appliance.version_faults),
+    ] {
+        validate_endpoint_faults(list, key)?;
+    }
+    for (i, incident) in appliance.health.incidents.iter().enumerate() {
+        if incident.until.is_some_and(|u| u <= incident.from) {
+            return Err(ScenarioError::invalid(
+                format!("health.incidents[{i}].until"),
+                format!(
+                    "{} is not after from ({})",
+                    incident.until.unwrap_or_default(),
+                    incident.from
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_endpoint_faults(
+    list: &EndpointFaults,
+    field: &str,
+) -> Result<(), ScenarioError> {
+    for (i, fault) in list.faults.iter().enumerate() {
+        validate_fault(fault, &format!("{field}[{i}]"))?;
+    }
+    Ok(())
+}
+
+fn validate_generator(g: &Generator) -> Result<(), ScenarioError> {
+    let bad = |key: &str, message: String| {
+        Err(ScenarioError::invalid(format!("generator.{key}"), message))
+    };
+    if g.every.is_zero() {
+        return bad("every", "must be more than 0s".to_owned());
+    }
+    if g.detonation.is_zero() {
+        return bad("detonation", "must be more than 0s".to_owned());
+    }
+    if !(1..=1_000_000).contains(&g.keep) {
+        return bad("keep", format!("{} is not between 1 and 1000000", g.keep));
+    }
+    if g.files > 100 {
+        return bad("files", format!("{} is more than 100", g.files));
+    }
+    for (key, share) in [
+        ("red_share", g.red_share),
+        ("yara_share", g.yara_share),
+        ("fail_share", g.fail_share),
+    ] {
+        if !Generator::is_valid_share(share) {
+            return bad(key, format!("{share} is not between 0 and 1"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_fault(fault: &Fault, field: &str) -> Result<(), ScenarioError> {

@@ -5,12 +5,15 @@
 //! | request | answer |
 //! |---|---|
 //! | missing or wrong credentials | 401, empty body, `WWW-Authenticate: Basic` |
-//! | a path other than the two below | 404, empty body |
+//! | a path other than the five below | 404, empty body |
 //! | a method other than `GET` on them | 405, empty body, `Allow: GET` |
+//! | `GET /api/v1/sandbox/tasks/` | a bad query: 400 code 2; else the next list fault, else 200 with the page |
+//! | `GET /api/v1/sandbox/health` | the next health fault, else 200 `{"healthy","detailed"}` |
+//! | `GET /api/v1/sandbox/version` | the next version fault, else 200 `{"system_version","bases_version"}` |
 //! | `{task_id}` not a GUID | 400 `{"code":29,"message":"bad task id"}` |
-//! | unknown task | 404 (or 400, `not_found_status`) `{"code":6,"message":"task not found"}` |
-//! | `GET /api/v1/sandbox/tasks/{task_id}/downloads` | the task's next fault, else 404/7 if deleted, else 200 with its files |
-//! | `GET /api/v1/sandbox/tasks/{task_id}` | 404/7 if deleted, else 200 `{"TaskId","State","Status","Zone"}` (no faults) |
+//! | unknown task, or not created yet | 404 (or 400, `not_found_status`) `{"code":6,"message":"task not found"}` |
+//! | `GET /api/v1/sandbox/tasks/{task_id}/downloads` | the task's next fault, else 404/7 if deleted or disposed, else 200 with its files |
+//! | `GET /api/v1/sandbox/tasks/{task_id}` | the task's next `params_faults` element, else 404/7 if gone (`state: deleted`), else 200 with its parameter record |
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +34,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::body::SimBody;
-use super::control::{InFlight, Shared, SimHandle, State};
+use super::control::{Endpoint, InFlight, Shared, SimHandle, State};
+use super::lifecycle::Offset;
+use super::records;
 use super::render;
 use super::scenario::{
     canonical_task_id, ErrorBody, FaultAction, ResponseFormat, Scenario, SimFile, StatusBody,
@@ -39,6 +44,8 @@ use super::scenario::{
 };
 
 const TASKS_PREFIX: &str = "/api/v1/sandbox/tasks/";
+const HEALTH_PATH: &str = "/api/v1/sandbox/health";
+const VERSION_PATH: &str = "/api/v1/sandbox/version";
 const JSON: &str = "application/json";
 /// Body of the `malformed` fault: JSON cut off mid-string.
 const MALFORMED: &[u8] = br#"[{"Zone":"Red","Name":"trunc"#;
@@ -56,6 +63,9 @@ struct CloseConnection;
 enum Route<'a> {
     Downloads(&'a str),
     Task(&'a str),
+    List,
+    Health,
+    Version,
     Other,
 }
 
@@ -69,23 +79,23 @@ enum Answer {
         status: StatusCode,
         body: ErrorBody,
     },
-    Downloads {
+    Respond {
         normal: Normal,
         fault: Option<FaultAction>,
     },
-    Task {
-        id: String,
-        files: Arc<Vec<SimFile>>,
-    },
 }
 
-/// A downloads request's answer when no fault intervenes.
+/// A request's answer when no fault intervenes (or after a `delay`, `trickle` or `pass`).
 enum Normal {
+    /// Downloads: rendered when sent, so a `delay` sees the files as of its end.
     Files {
         files: Arc<Vec<SimFile>>,
         format: ResponseFormat,
     },
+    /// 404, code 7.
     Deleted,
+    /// 200 with this body, rendered on arrival (the lifecycle endpoints).
+    Body(Vec<u8>),
 }
 
 /// Start serving `scenario` on `listener` until `shutdown` is cancelled. Returns at once; the
@@ -96,20 +106,22 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
-    let (credentials, not_found_status, tasks) = scenario.into_parts();
-    let task_count = tasks.len();
+    let parts = scenario.into_parts();
+    let task_count = parts.tasks.len();
+    let generating = parts.generator.is_some();
     let shared = Arc::new(Shared {
         addr,
         started: Instant::now(),
         down: AtomicBool::new(false),
-        state: Mutex::new(State::new(&credentials, not_found_status, tasks)),
+        state: Mutex::new(State::new(parts, std::time::SystemTime::now())),
         in_flight: AtomicU64::new(0),
         in_flight_max: AtomicU64::new(0),
         in_flight_max_per_task: AtomicU64::new(0),
         total: AtomicU64::new(0),
+        per_endpoint: Default::default(),
         tracker: TaskTracker::new(),
     });
-    info!(%addr, tasks = task_count, "sandbox simulator listening");
+    info!(%addr, tasks = task_count, generating, "sandbox simulator listening");
     shared
         .tracker
         .spawn(accept_loop(shared.clone(), listener, shutdown));
@@ -174,27 +186,31 @@ async fn answer(
     shared.total.fetch_add(1, Ordering::SeqCst);
     let at = shared.started.elapsed();
     let route = route(req.uri().path());
+    let endpoint = route.endpoint();
+    shared.per_endpoint[endpoint.index()].fetch_add(1, Ordering::SeqCst);
     let presented = basic_credentials(&req);
 
     let answer = {
         let mut state = shared.lock();
-        let (segment, counters) = match route {
+        state.catch_up(Offset::after(at));
+        let counters = match route {
             Route::Downloads(seg) | Route::Task(seg) => {
                 let (key, counters) = state.path_counters(seg);
                 counters.requests.fetch_add(1, Ordering::SeqCst);
                 guard.enter_path(counters);
-                (Some(seg), key)
+                key
             }
-            Route::Other => (None, Arc::from("")),
+            _ => Arc::from(""),
         };
-        let answer = decide(
-            &mut state,
-            &route,
-            segment,
-            req.method(),
-            presented.as_deref(),
-        );
-        state.record(at, counters, answer.status());
+        let request = Asked {
+            route: &route,
+            method: req.method(),
+            query: req.uri().query(),
+            presented: presented.as_deref(),
+            at,
+        };
+        let answer = decide(&mut state, &request);
+        state.record(at, endpoint, counters, answer.status());
         answer
     };
     debug!(
@@ -214,77 +230,119 @@ async fn answer(
             response
         }
         Answer::Error { status, body } => json(status, SimBody::full(render::error(&body), guard)),
-        Answer::Task { id, files } => {
-            let body = render::task_params(&id, &files, shared.started.elapsed());
-            json(StatusCode::OK, SimBody::full(body, guard))
-        }
-        Answer::Downloads { normal, fault } => downloads(&shared, normal, fault, guard).await?,
+        Answer::Respond { normal, fault } => respond(&shared, normal, fault, guard).await?,
     };
     Ok(response)
 }
 
-/// The whole decision for one request; runs under the state lock, so it only looks things up.
-fn decide(
-    state: &mut State,
-    route: &Route<'_>,
-    segment: Option<&str>,
-    method: &Method,
-    presented: Option<&[u8]>,
-) -> Answer {
-    if presented != Some(state.expected_auth.as_slice()) {
+/// What `decide` needs to know about a request.
+struct Asked<'a> {
+    route: &'a Route<'a>,
+    method: &'a Method,
+    query: Option<&'a str>,
+    presented: Option<&'a [u8]>,
+    /// Arrival time since start.
+    at: Duration,
+}
+
+/// The whole decision for one request; runs under the state lock, so it only looks things up
+/// (and renders the lifecycle endpoints' bodies, bounded by the page size).
+fn decide(state: &mut State, req: &Asked<'_>) -> Answer {
+    if req.presented != Some(state.expected_auth.as_slice()) {
         return Answer::Empty {
             status: StatusCode::UNAUTHORIZED,
             header: Some((WWW_AUTHENTICATE, CHALLENGE)),
         };
     }
-    let Some(segment) = segment else {
+    if matches!(req.route, Route::Other) {
         return Answer::Empty {
             status: StatusCode::NOT_FOUND,
             header: None,
         };
-    };
-    if method != Method::GET {
+    }
+    if req.method != Method::GET {
         return Answer::Empty {
             status: StatusCode::METHOD_NOT_ALLOWED,
             header: Some((ALLOW, "GET")),
         };
     }
+    let segment = match req.route {
+        Route::List => {
+            let query = match records::parse_query(req.query) {
+                Ok(q) => q,
+                Err(body) => {
+                    return Answer::Error {
+                        status: StatusCode::BAD_REQUEST,
+                        body,
+                    }
+                }
+            };
+            return Answer::Respond {
+                fault: state.list_faults.next(),
+                normal: Normal::Body(records::task_list(state, &query, req.at)),
+            };
+        }
+        Route::Health => {
+            return Answer::Respond {
+                fault: state.health_faults.next(),
+                normal: Normal::Body(records::health(state, req.at)),
+            }
+        }
+        Route::Version => {
+            return Answer::Respond {
+                fault: state.version_faults.next(),
+                normal: Normal::Body(records::version(state)),
+            }
+        }
+        Route::Downloads(seg) | Route::Task(seg) => seg,
+        Route::Other => unreachable!("answered above"),
+    };
     let Some(id) = canonical_task_id(segment) else {
         return Answer::Error {
             status: StatusCode::BAD_REQUEST,
             body: ErrorBody::new(29, "bad task id"),
         };
     };
-    let not_found_status = state.not_found_status;
-    let Some(task) = state.tasks.get_mut(&id) else {
-        return Answer::Error {
-            status: StatusCode::from_u16(not_found_status).unwrap_or(StatusCode::NOT_FOUND),
-            body: ErrorBody::new(6, "task not found"),
-        };
+    let not_found = Answer::Error {
+        status: StatusCode::from_u16(state.not_found_status).unwrap_or(StatusCode::NOT_FOUND),
+        body: ErrorBody::new(6, "task not found"),
     };
-    let deleted = task.state == TaskState::Deleted;
-    match route {
-        Route::Task(_) if deleted => deleted_error(),
-        Route::Task(_) => Answer::Task {
-            id,
-            files: task.files.clone(),
-        },
-        _ => Answer::Downloads {
-            fault: task.faults.next(),
-            normal: if deleted {
-                Normal::Deleted
-            } else {
-                Normal::Files {
-                    files: task.files.clone(),
-                    format: task.format,
-                }
-            },
-        },
+    let Some(task) = state.tasks.get(&id) else {
+        return not_found;
+    };
+    let Some(view) = records::view(task, req.at) else {
+        return not_found;
+    };
+    let gone = task.state == TaskState::Deleted;
+    if let Route::Task(_) = req.route {
+        let normal = if gone {
+            Normal::Deleted
+        } else {
+            Normal::Body(
+                records::task_params(state, &id, req.at)
+                    .expect("the task exists: its view was just taken"),
+            )
+        };
+        let fault = state
+            .tasks
+            .get_mut(&id)
+            .and_then(|t| t.params_faults.next());
+        return Answer::Respond { normal, fault };
     }
+    let normal = if gone || view.state.kind.is_removed() {
+        Normal::Deleted
+    } else {
+        Normal::Files {
+            files: task.files.clone(),
+            format: task.format,
+        }
+    };
+    let fault = state.tasks.get_mut(&id).and_then(|t| t.faults.next());
+    Answer::Respond { normal, fault }
 }
 
-/// A downloads answer: the fault if one is due, else the normal answer.
-async fn downloads(
+/// The fault if one is due, else the normal answer.
+async fn respond(
     shared: &Shared,
     normal: Normal,
     fault: Option<FaultAction>,
@@ -351,13 +409,6 @@ fn json(status: StatusCode, body: SimBody) -> Response<SimBody> {
     response
 }
 
-fn deleted_error() -> Answer {
-    Answer::Error {
-        status: StatusCode::NOT_FOUND,
-        body: deleted_body(),
-    }
-}
-
 fn deleted_body() -> ErrorBody {
     ErrorBody::new(7, "task deleted").meta("task has already been deleted")
 }
@@ -367,8 +418,7 @@ impl Answer {
     fn status(&self) -> u16 {
         match self {
             Answer::Empty { status, .. } | Answer::Error { status, .. } => status.as_u16(),
-            Answer::Task { .. } => 200,
-            Answer::Downloads { normal, fault } => match fault {
+            Answer::Respond { normal, fault } => match fault {
                 Some(FaultAction::Reset) => 0,
                 Some(FaultAction::Status { status, .. }) => *status,
                 Some(
@@ -379,7 +429,7 @@ impl Answer {
                 None
                 | Some(FaultAction::Pass | FaultAction::Delay(_) | FaultAction::Trickle { .. }) => {
                     match normal {
-                        Normal::Files { .. } => 200,
+                        Normal::Files { .. } | Normal::Body(_) => 200,
                         Normal::Deleted => 404,
                     }
                 }
@@ -397,11 +447,22 @@ impl Normal {
                 render::downloads(files, *format, elapsed).unwrap_or_default(),
             ),
             Normal::Deleted => (StatusCode::NOT_FOUND, render::error(&deleted_body())),
+            Normal::Body(body) => (StatusCode::OK, body.clone()),
         }
     }
 }
 
 fn route(path: &str) -> Route<'_> {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    if trimmed == HEALTH_PATH {
+        return Route::Health;
+    }
+    if trimmed == VERSION_PATH {
+        return Route::Version;
+    }
+    if trimmed == TASKS_PREFIX.trim_end_matches('/') {
+        return Route::List;
+    }
     let Some(rest) = path.strip_prefix(TASKS_PREFIX) else {
         return Route::Other;
     };
@@ -409,6 +470,19 @@ fn route(path: &str) -> Route<'_> {
         None if !rest.is_empty() => Route::Task(rest),
         Some((id, "downloads")) if !id.is_empty() => Route::Downloads(id),
         _ => Route::Other,
+    }
+}
+
+impl Route<'_> {
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            Route::Downloads(_) => Endpoint::Downloads,
+            Route::Task(_) => Endpoint::Task,
+            Route::List => Endpoint::List,
+            Route::Health => Endpoint::Health,
+            Route::Version => Endpoint::Version,
+            Route::Other => Endpoint::Other,
+        }
     }
 }
 

@@ -6,9 +6,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::appliance::{
+    Appliance, Bases, Check, EndpointFaults, Health, HealthShape, Incident, ListFormat, ListShape,
+    Version,
+};
+use super::generator::Generator;
+use super::lifecycle::{Offset, Repeat, Sample, StateName, Step, TaskError};
 use super::scenario::{
-    validate, Credentials, ErrorBody, ErrorCode, Fault, FaultAction, KeyCase, ResponseFormat,
-    Scenario, ScenarioError, Shape, SimFile, SimTask, StatusBody, TaskState, ZoneChange,
+    ErrorBody, ErrorCode, Fault, FaultAction, KeyCase, ParamsShape, ResponseFormat, Scenario,
+    ScenarioError, Shape, SimFile, SimTask, StatusBody, TaskState, ZoneChange,
 };
 
 /// Parse and validate a YAML scenario.
@@ -26,6 +32,149 @@ struct RawScenario {
     not_found_status: u16,
     #[serde(default)]
     tasks: Vec<RawTask>,
+    start_time: Option<String>,
+    health: Option<RawHealth>,
+    version: Option<RawVersion>,
+    task_list: Option<RawListFormat>,
+    #[serde(default)]
+    list_faults: Vec<RawFault>,
+    #[serde(default)]
+    list_faults_repeat: bool,
+    #[serde(default)]
+    health_faults: Vec<RawFault>,
+    #[serde(default)]
+    health_faults_repeat: bool,
+    #[serde(default)]
+    version_faults: Vec<RawFault>,
+    #[serde(default)]
+    version_faults_repeat: bool,
+    generator: Option<RawGenerator>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(default)]
+    shape: RawHealthShape,
+    checks: Option<Vec<RawCheck>>,
+    #[serde(default)]
+    incidents: Vec<RawIncident>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawHealthShape {
+    #[default]
+    NameValue,
+    SingleKey,
+    Object,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: String,
+    value: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIncident {
+    from: String,
+    until: Option<String>,
+    #[serde(default)]
+    checks: Vec<RawCheck>,
+    healthy: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersion {
+    system_version: Option<String>,
+    bases_age: Option<String>,
+    bases_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListFormat {
+    #[serde(default)]
+    shape: RawListShape,
+    #[serde(default)]
+    key_case: RawKeyCase,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawListShape {
+    #[default]
+    Array,
+    Wrapped,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGenerator {
+    every: String,
+    start: Option<String>,
+    upload: Option<String>,
+    queue: Option<String>,
+    detonation: Option<String>,
+    files: Option<u32>,
+    red_share: Option<f64>,
+    yara_share: Option<f64>,
+    fail_share: Option<f64>,
+    keep: Option<usize>,
+    seed: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    at: String,
+    state: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepeat {
+    at: String,
+    processing: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSample {
+    original_file_name: Option<String>,
+    file_name: Option<String>,
+    #[serde(default)]
+    archive_name: String,
+    extension: Option<String>,
+    #[serde(default, rename = "type")]
+    file_type: String,
+    #[serde(default)]
+    size: u64,
+    md5: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+    #[serde(default)]
+    ssdeep: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTaskError {
+    code: String,
+    message: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawParamsShape {
+    #[default]
+    Object,
+    Array,
+    Wrapped,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +209,22 @@ struct RawTask {
     faults: Vec<RawFault>,
     #[serde(default)]
     faults_repeat: bool,
+    created: Option<String>,
+    #[serde(default)]
+    timeline: Vec<RawStep>,
+    #[serde(default)]
+    repeats: Vec<RawRepeat>,
+    #[serde(default)]
+    sample: RawSample,
+    verdict: Option<String>,
+    sample_zone: Option<String>,
+    error: Option<RawTaskError>,
+    #[serde(default)]
+    params_shape: RawParamsShape,
+    #[serde(default)]
+    params_faults: Vec<RawFault>,
+    #[serde(default)]
+    params_faults_repeat: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -176,12 +341,159 @@ impl RawScenario {
         for (i, raw) in self.tasks.into_iter().enumerate() {
             tasks.push(raw.into_task(&format!("tasks[{i}]"))?);
         }
-        let credentials = Credentials {
-            username: self.credentials.username,
-            password: self.credentials.password,
-        };
-        validate(credentials, self.not_found_status, tasks)
+        let mut builder = Scenario::builder()
+            .credentials(&self.credentials.username, &self.credentials.password)
+            .not_found_status(self.not_found_status)
+            .tasks(tasks);
+        let mut appliance = Appliance::default();
+        if let Some(text) = &self.start_time {
+            appliance.start_time = Some(humantime::parse_rfc3339(text.trim()).map_err(|e| {
+                ScenarioError::invalid(
+                    "start_time",
+                    format!("{text:?} is not a date-time like 2024-05-01T12:00:00Z ({e})"),
+                )
+            })?);
+        }
+        if let Some(health) = self.health {
+            appliance.health = health.into_health()?;
+        }
+        if let Some(version) = self.version {
+            appliance.version = version.into_version()?;
+        }
+        if let Some(list) = self.task_list {
+            appliance.list_format = ListFormat {
+                shape: match list.shape {
+                    RawListShape::Array => ListShape::Array,
+                    RawListShape::Wrapped => ListShape::Wrapped,
+                },
+                key_case: list.key_case.into(),
+            };
+        }
+        appliance.list_faults =
+            endpoint_faults(self.list_faults, self.list_faults_repeat, "list_faults")?;
+        appliance.health_faults = endpoint_faults(
+            self.health_faults,
+            self.health_faults_repeat,
+            "health_faults",
+        )?;
+        appliance.version_faults = endpoint_faults(
+            self.version_faults,
+            self.version_faults_repeat,
+            "version_faults",
+        )?;
+        builder = builder.appliance(appliance);
+        if let Some(generator) = self.generator {
+            builder = builder.generator(generator.into_generator()?);
+        }
+        builder.build()
     }
+}
+
+impl From<RawKeyCase> for KeyCase {
+    fn from(raw: RawKeyCase) -> KeyCase {
+        match raw {
+            RawKeyCase::Pascal => KeyCase::Pascal,
+            RawKeyCase::Lower => KeyCase::Lower,
+            RawKeyCase::Upper => KeyCase::Upper,
+        }
+    }
+}
+
+impl From<RawCheck> for Check {
+    fn from(raw: RawCheck) -> Check {
+        Check {
+            name: raw.name,
+            value: raw.value,
+        }
+    }
+}
+
+impl RawHealth {
+    fn into_health(self) -> Result<Health, ScenarioError> {
+        let mut health = Health {
+            shape: match self.shape {
+                RawHealthShape::NameValue => HealthShape::NameValue,
+                RawHealthShape::SingleKey => HealthShape::SingleKey,
+                RawHealthShape::Object => HealthShape::Object,
+            },
+            ..Health::default()
+        };
+        if let Some(checks) = self.checks {
+            health.checks = checks.into_iter().map(Check::from).collect();
+        }
+        for (i, raw) in self.incidents.into_iter().enumerate() {
+            let field = format!("health.incidents[{i}]");
+            health.incidents.push(Incident {
+                from: parse_offset(&raw.from, &format!("{field}.from"))?,
+                until: raw
+                    .until
+                    .map(|u| parse_offset(&u, &format!("{field}.until")))
+                    .transpose()?,
+                checks: raw.checks.into_iter().map(Check::from).collect(),
+                healthy: raw.healthy,
+            });
+        }
+        Ok(health)
+    }
+}
+
+impl RawVersion {
+    fn into_version(self) -> Result<Version, ScenarioError> {
+        let mut version = Version::default();
+        if let Some(v) = self.system_version {
+            version.system_version = v;
+        }
+        version.bases = match (self.bases_age, self.bases_version) {
+            (Some(_), Some(_)) => {
+                return Err(ScenarioError::invalid(
+                    "version.bases_version",
+                    "cannot be combined with bases_age",
+                ))
+            }
+            (Some(age), None) => Bases::Age(parse_duration(&age, "version.bases_age")?),
+            (None, Some(text)) if text.is_empty() => Bases::Empty,
+            (None, Some(text)) => Bases::Text(text),
+            (None, None) => version.bases,
+        };
+        Ok(version)
+    }
+}
+
+impl RawGenerator {
+    fn into_generator(self) -> Result<Generator, ScenarioError> {
+        let mut g = Generator::every(parse_duration(&self.every, "generator.every")?);
+        if let Some(start) = &self.start {
+            g.start = parse_offset(start, "generator.start")?;
+        }
+        for (raw, slot, key) in [
+            (&self.upload, &mut g.upload, "upload"),
+            (&self.queue, &mut g.queue, "queue"),
+            (&self.detonation, &mut g.detonation, "detonation"),
+        ] {
+            if let Some(text) = raw {
+                *slot = parse_duration(text, &format!("generator.{key}"))?;
+            }
+        }
+        g.files = self.files.unwrap_or(g.files);
+        g.red_share = self.red_share.unwrap_or(g.red_share);
+        g.yara_share = self.yara_share.unwrap_or(g.yara_share);
+        g.fail_share = self.fail_share.unwrap_or(g.fail_share);
+        g.keep = self.keep.unwrap_or(g.keep);
+        g.seed = self.seed.unwrap_or(g.seed);
+        Ok(g)
+    }
+}
+
+fn endpoint_faults(
+    raw: Vec<RawFault>,
+    repeat: bool,
+    field: &str,
+) -> Result<EndpointFaults, ScenarioError> {
+    let mut faults = Vec::with_capacity(raw.len());
+    for (i, raw) in raw.into_iter().enumerate() {
+        faults.push(raw.into_fault(&format!("{field}[{i}]"))?);
+    }
+    Ok(EndpointFaults { faults, repeat })
 }
 
 impl RawTask {
@@ -194,7 +506,62 @@ impl RawTask {
         for (i, raw) in self.faults.into_iter().enumerate() {
             faults.push(raw.into_fault(&format!("{field}.faults[{i}]"))?);
         }
+        let params = endpoint_faults(
+            self.params_faults,
+            self.params_faults_repeat,
+            &format!("{field}.params_faults"),
+        )?;
+        let created = match &self.created {
+            Some(text) => parse_offset(text, &format!("{field}.created"))?,
+            None => Offset::ZERO,
+        };
+        let mut timeline = Vec::with_capacity(self.timeline.len());
+        for (i, step) in self.timeline.into_iter().enumerate() {
+            timeline.push(Step {
+                at: parse_offset(&step.at, &format!("{field}.timeline[{i}].at"))?,
+                state: StateName::new(&step.state),
+            });
+        }
+        let mut repeats = Vec::with_capacity(self.repeats.len());
+        for (i, r) in self.repeats.into_iter().enumerate() {
+            repeats.push(Repeat {
+                at: parse_offset(&r.at, &format!("{field}.repeats[{i}].at"))?,
+                processing: parse_duration(
+                    &r.processing,
+                    &format!("{field}.repeats[{i}].processing"),
+                )?,
+            });
+        }
+        let sample = Sample {
+            original_file_name: self.sample.original_file_name,
+            file_name: self.sample.file_name,
+            archive_name: self.sample.archive_name,
+            extension: self.sample.extension,
+            file_type: self.sample.file_type,
+            size: self.sample.size,
+            md5: self.sample.md5,
+            sha1: self.sample.sha1,
+            sha256: self.sample.sha256,
+            ssdeep: self.sample.ssdeep,
+        };
         Ok(SimTask {
+            created,
+            timeline,
+            repeats,
+            sample,
+            verdict: self.verdict,
+            sample_zone: self.sample_zone,
+            error: self.error.map(|e| TaskError {
+                code: e.code,
+                message: e.message,
+            }),
+            params_shape: match self.params_shape {
+                RawParamsShape::Object => ParamsShape::Object,
+                RawParamsShape::Array => ParamsShape::Array,
+                RawParamsShape::Wrapped => ParamsShape::Wrapped,
+            },
+            params_faults: params.faults,
+            params_faults_repeat: params.repeat,
             id: self.id,
             name: self.name,
             state: match self.state {
@@ -209,11 +576,7 @@ impl RawTask {
                     RawShape::NullWhenEmpty => Shape::NullWhenEmpty,
                     RawShape::EmptyWhenEmpty => Shape::EmptyWhenEmpty,
                 },
-                key_case: match self.key_case {
-                    RawKeyCase::Pascal => KeyCase::Pascal,
-                    RawKeyCase::Lower => KeyCase::Lower,
-                    RawKeyCase::Upper => KeyCase::Upper,
-                },
+                key_case: self.key_case.into(),
                 size_as_string: self.size_as_string,
                 yara_as_objects: self.yara_as_objects,
                 gray_spelling: self.gray_spelling,
@@ -378,6 +741,15 @@ impl RawFault {
     }
 }
 
+fn parse_offset(text: &str, field: &str) -> Result<Offset, ScenarioError> {
+    Offset::parse(text).map_err(|e| {
+        ScenarioError::invalid(
+            field,
+            format!("{text:?} is not a time like 90s or -2h (before start) ({e})"),
+        )
+    })
+}
+
 fn parse_duration(text: &str, field: &str) -> Result<Duration, ScenarioError> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         ScenarioError::invalid(
@@ -510,5 +882,78 @@ tasks:
             msg.starts_with("tasks[0].faults[0].delay: \"soon\" is not a duration"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn lifecycle_and_appliance_keys_are_checked_with_their_field_paths() {
+        let base = "credentials: {username: u, password: p}\n";
+        let task = format!("{base}tasks:\n  - id: {ID}\n");
+        for (yaml, expected) in [
+            (
+                format!("{task}    created: -1h\n    timeline: [{{at: -2h, state: created}}]\n"),
+                "tasks[0].timeline[0].at: -2h is before the task's creation (-1h)",
+            ),
+            (
+                format!("{task}    timeline: [{{at: 2m, state: created}}, {{at: 1m, state: completed}}]\n"),
+                "tasks[0].timeline[1].at: 1m is before the step before it (2m)",
+            ),
+            (
+                format!("{task}    repeats: [{{at: -1s, processing: 1m}}]\n"),
+                "tasks[0].repeats[0].at: -1s is before the task's creation (0s)",
+            ),
+            (
+                format!("{task}    params_faults: [{{status: 500, times: 0}}]\n"),
+                "tasks[0].params_faults[0].times: must be at least 1",
+            ),
+            (
+                format!("{base}list_faults: [{{status: 700}}]\n"),
+                "list_faults[0].status: 700 is not an HTTP status",
+            ),
+            (
+                format!("{base}generator: {{every: 0s}}\n"),
+                "generator.every: must be more than 0s",
+            ),
+            (
+                format!("{base}generator: {{every: 1s, red_share: 1.5}}\n"),
+                "generator.red_share: 1.5 is not between 0 and 1",
+            ),
+            (
+                format!("{base}generator: {{every: 1s, keep: 0}}\n"),
+                "generator.keep: 0 is not between 1 and 1000000",
+            ),
+            (
+                format!("{base}health: {{incidents: [{{from: 2m, until: 1m}}]}}\n"),
+                "health.incidents[0].until: 1m is not after from (2m)",
+            ),
+            (
+                format!("{base}version: {{bases_age: 1d, bases_version: x}}\n"),
+                "version.bases_version: cannot be combined with bases_age",
+            ),
+        ] {
+            assert_eq!(parse_err(&yaml), expected, "{yaml}");
+        }
+        let msg = parse_err(&format!("{base}start_time: yesterday\n"));
+        assert!(
+            msg.starts_with("start_time: \"yesterday\" is not a date-time"),
+            "{msg}"
+        );
+        let msg = parse_err(&format!("{task}    created: soon\n"));
+        assert!(
+            msg.starts_with("tasks[0].created: \"soon\" is not a time"),
+            "{msg}"
+        );
+        let msg = parse_err(&format!("{base}generator: {{every: 1s, speed: 2}}\n"));
+        assert!(msg.contains("speed"), "{msg}");
+    }
+
+    #[test]
+    fn state_spellings_in_a_timeline_are_kept_as_written() {
+        let s = parse(&format!(
+            "credentials: {{username: u, password: p}}\ntasks:\n  - id: {ID}\n    timeline: [{{at: 1s, state: Processing failed}}]\n"
+        ))
+        .unwrap();
+        let step = &s.tasks()[0].timeline[0];
+        assert_eq!(step.state.spelling, "Processing failed");
+        assert_eq!(step.state.kind, super::super::lifecycle::StateKind::Failed);
     }
 }

@@ -13,23 +13,25 @@ use tokio_util::sync::CancellationToken;
 use super::control::State;
 use super::*;
 
+mod lifecycle;
+
 const TASK: &str = "0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71";
 const OTHER: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
 const THIRD: &str = "5b2f9c1d-3e4a-4f6b-8c7d-9e0a1b2c3d4e";
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// A running simulator that stops when the test ends.
-struct Sim {
-    handle: SimHandle,
+pub(super) struct Sim {
+    pub(super) handle: SimHandle,
     shutdown: CancellationToken,
 }
 
 /// An HTTP answer as received.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
+pub(super) struct Reply {
+    pub(super) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
     /// The body is as long as `Content-Length` says (always true without one).
     complete: bool,
 }
@@ -41,7 +43,7 @@ impl Drop for Sim {
 }
 
 impl Sim {
-    async fn start(scenario: Scenario) -> Sim {
+    pub(super) async fn start(scenario: Scenario) -> Sim {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -63,7 +65,7 @@ impl Sim {
     }
 
     /// GET with the right credentials; panics if the connection closes without an answer.
-    async fn get(&self, path: &str) -> Reply {
+    pub(super) async fn get(&self, path: &str) -> Reply {
         let reply = self.try_get(path).await.expect("an HTTP answer");
         assert!(reply.complete, "body as long as Content-Length says");
         reply
@@ -79,7 +81,7 @@ impl Sim {
         .await
     }
 
-    async fn downloads(&self, task: &str) -> Reply {
+    pub(super) async fn downloads(&self, task: &str) -> Reply {
         self.get(&downloads_path(task)).await
     }
 }
@@ -92,7 +94,7 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "body is not JSON ({e}): {:?}",
@@ -106,7 +108,7 @@ fn downloads_path(task: &str) -> String {
     format!("/api/v1/sandbox/tasks/{task}/downloads")
 }
 
-async fn within<F: Future>(test: F) -> F::Output {
+pub(super) async fn within<F: Future>(test: F) -> F::Output {
     tokio::time::timeout(LIMIT, test)
         .await
         .expect("test finished in time")
@@ -114,7 +116,7 @@ async fn within<F: Future>(test: F) -> F::Output {
 
 /// One request on a fresh connection (`Connection: close`). `None` when the server closed the
 /// connection without sending a byte.
-async fn send(
+pub(super) async fn send(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
@@ -309,7 +311,8 @@ async fn other_paths_get_404_and_other_methods_405_both_after_auth() {
         for path in [
             "/",
             "/metrics",
-            "/api/v1/sandbox/tasks/",
+            "/api/v1/sandbox/taskss/",
+            "/api/v1/sandbox/healthz",
             &format!("/api/v1/sandbox/tasks/{TASK}/downloads/archive"),
         ] {
             let reply = sim.get(path).await;
@@ -604,15 +607,19 @@ async fn the_task_endpoint_reports_the_worst_zone_and_whether_analysis_is_done()
             .get(&format!("/api/v1/sandbox/tasks/{TASK}"))
             .await
             .json();
+        let seen = |v: &Value| {
+            json!({"TaskId": v["TaskId"], "TaskState": v["TaskState"], "Status": v["Status"], "Zone": v["Zone"]})
+        };
         assert_eq!(
-            done,
-            json!({"TaskId": TASK, "State": "completed", "Status": "NotAVirus", "Zone": "Yellow"})
+            seen(&done),
+            json!({"TaskId": TASK, "TaskState": "completed", "Status": "NotAVirus", "Zone": "Yellow"})
         );
         let pending = sim
             .get(&format!("/api/v1/sandbox/tasks/{OTHER}"))
             .await
             .json();
-        assert_eq!(pending["State"], "processing");
+        assert_eq!(pending["TaskState"], "processing");
+        assert_eq!(pending["Processed"], "", "not analysed yet");
         assert_eq!(pending["Status"], "Unknown");
     })
     .await;
@@ -978,10 +985,16 @@ async fn cancelling_the_token_stops_the_listener_and_open_connections_promptly()
 
 #[test]
 fn the_request_log_keeps_only_the_most_recent_entries() {
-    let mut state = State::new(&Credentials::new("u", "p"), 404, Vec::new());
+    let parts = Scenario::builder().build().unwrap().into_parts();
+    let mut state = State::new(parts, std::time::SystemTime::now());
     let task: std::sync::Arc<str> = "t".into();
     for i in 0..REQUEST_LOG_CAPACITY as u64 + 5 {
-        state.record(Duration::from_nanos(i), task.clone(), 200);
+        state.record(
+            Duration::from_nanos(i),
+            Endpoint::Downloads,
+            task.clone(),
+            200,
+        );
     }
     assert_eq!(state.log.len(), REQUEST_LOG_CAPACITY);
     assert_eq!(
@@ -1010,7 +1023,7 @@ async fn a_hundred_thousand_tasks_load_and_answer() {
 
 #[test]
 fn the_bundled_demo_scenario_is_valid_and_shows_every_kind_of_activity() {
-    let scenario = Scenario::from_yaml_str(include_str!("../../../config/demo-scenario.yml"))
+    let scenario = Scenario::from_yaml_str(include_str!("../../../../config/demo-scenario.yml"))
         .expect("valid demo scenario");
     let tasks = scenario.tasks();
     assert!(tasks.len() >= 8, "{} tasks", tasks.len());
@@ -1056,11 +1069,14 @@ fn the_bundled_demo_scenario_is_valid_and_shows_every_kind_of_activity() {
         "the missing id is listed in the file's comment"
     );
     assert_eq!(demo_scenario().tasks().len(), tasks.len());
+    let generator = scenario.generator().expect("the demo keeps moving");
+    assert!(generator.every <= Duration::from_secs(30));
+    assert!(generator.red_share > 0.0 && generator.yara_share > 0.0);
 }
 
 #[test]
 fn the_scenario_example_in_the_docs_is_valid() {
-    let docs = include_str!("../../../docs/simulator.md");
+    let docs = include_str!("../../../../docs/simulator.md");
     let section = docs
         .split("## Scenario file reference")
         .nth(1)
@@ -1072,6 +1088,25 @@ fn the_scenario_example_in_the_docs_is_valid() {
         .expect("the reference holds a YAML example");
     let scenario = Scenario::from_yaml_str(yaml).unwrap_or_else(|e| panic!("docs example: {e}"));
     assert_eq!(scenario.tasks()[0].faults.len(), 12);
+}
+
+#[test]
+fn every_yaml_example_in_the_docs_is_a_valid_scenario() {
+    let docs = include_str!("../../../../docs/simulator.md");
+    let examples: Vec<&str> = docs
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(examples.len() >= 3, "{} examples", examples.len());
+    for (i, yaml) in examples.iter().enumerate() {
+        Scenario::from_yaml_str(yaml).unwrap_or_else(|e| panic!("docs example {i}: {e}"));
+    }
+    let lifecycle = Scenario::from_yaml_str(examples[1]).unwrap();
+    assert_eq!(lifecycle.tasks()[0].timeline.len(), 5);
+    assert_eq!(lifecycle.appliance().health.incidents.len(), 2);
+    let living = Scenario::from_yaml_str(examples[2]).unwrap();
+    assert_eq!(living.generator().map(|g| g.keep), Some(500));
 }
 
 #[tokio::test]
