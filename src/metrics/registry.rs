@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 use super::{appliance, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
-use crate::sandbox::{Attempt, AttemptError, Downloads, FailureReason};
+use crate::sandbox::{Attempt, AttemptError, Decoded, Endpoint, FailureReason};
 use crate::shard::Shard;
 use crate::state::NewActivity;
 use crate::zone::DangerZone;
@@ -27,8 +28,8 @@ pub struct Metrics {
     api_requests: IntCounterVec,
     api_errors: IntCounterVec,
     api_failures: IntCounterVec,
-    api_retries: IntCounter,
-    api_duration: Histogram,
+    api_retries: IntCounterVec,
+    api_duration: HistogramVec,
     api_up: IntGauge,
     polls: IntCounter,
     poll_failures: IntCounter,
@@ -68,18 +69,18 @@ impl Metrics {
         };
         let api_requests = counters(
             "krs_api_requests_total",
-            "HTTP responses received from the sandbox, every attempt, by status code.",
-            &["code"],
+            "HTTP responses received from the sandbox, every attempt, by endpoint and status code.",
+            &["endpoint", "code"],
         );
         let api_errors = counters(
             "krs_api_errors_total",
-            "Sandbox responses with status >= 400, by status and the sandbox's error code.",
-            &["code", "error_code"],
+            "Sandbox responses with status >= 400, by endpoint, status and the sandbox's error code.",
+            &["endpoint", "code", "error_code"],
         );
         let api_failures = counters(
             "krs_api_request_failures_total",
-            "Attempts that got no usable response, by reason.",
-            &["reason"],
+            "Attempts that got no usable response, by endpoint and reason.",
+            &["endpoint", "reason"],
         );
         let downloads = counters(
             "krs_downloads_total",
@@ -93,27 +94,36 @@ impl Metrics {
         );
         let skipped_records = counters(
             "krs_api_skipped_records_total",
-            "Records of decoded responses that were not exported, by reason (each distinct body counted once).",
-            &["reason"],
+            "Records of decoded responses that were not exported, by endpoint and reason (each distinct body counted once).",
+            &["endpoint", "reason"],
         );
         let repaired_values = counters(
             "krs_api_repaired_values_total",
-            "Values of decoded responses mended to keep their record: bad UTF-8 or escapes, numbers no float holds.",
-            &["reason"],
+            "Values of decoded responses mended to keep their record (bad UTF-8 or escapes, numbers no float holds), by endpoint.",
+            &["endpoint", "reason"],
         );
-        for reason in FailureReason::ALL {
-            api_failures.with_label_values(&[reason.as_str()]);
+        for endpoint in Endpoint::ALL.map(Endpoint::as_str) {
+            for reason in FailureReason::ALL {
+                api_failures.with_label_values(&[endpoint, reason.as_str()]);
+            }
         }
-        for reason in SkipReason::ALL {
-            skipped_records.with_label_values(&[reason.as_str()]);
-        }
-        for kind in RepairKind::ALL {
-            repaired_values.with_label_values(&[kind.as_str()]);
+        // Only downloads and the task list hold records.
+        for endpoint in [Endpoint::Downloads, Endpoint::Tasks].map(Endpoint::as_str) {
+            for reason in SkipReason::ALL {
+                skipped_records.with_label_values(&[endpoint, reason.as_str()]);
+            }
+            for kind in RepairKind::ALL {
+                repaired_values.with_label_values(&[endpoint, kind.as_str()]);
+            }
         }
         for zone in DangerZone::DOCUMENTED {
             downloads.with_label_values(&[zone.as_str()]);
         }
-        let api_retries = counter("krs_api_retries_total", "Attempts beyond the first.");
+        let api_retries = counters(
+            "krs_api_retries_total",
+            "Attempts beyond the first, by endpoint.",
+            &["endpoint"],
+        );
         let polls = counter(
             "krs_polls_total",
             "Finished task polls (all attempts for one task in one cycle).",
@@ -126,12 +136,18 @@ impl Metrics {
             "krs_poll_panics_total",
             "Polls that panicked while processing a response (contained; the task is polled again).",
         );
-        let api_duration = histogram(
-            "krs_api_request_duration_seconds",
-            "Duration of one attempt, request to full body.",
-            vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ],
+        let api_duration = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "krs_api_request_duration_seconds",
+                    "Duration of one attempt, request to full body, by endpoint.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+                &["endpoint"],
+            ),
         );
         let poll_duration = histogram(
             "krs_poll_duration_seconds",
@@ -210,12 +226,18 @@ impl Metrics {
         }
     }
 
-    /// Counts one attempt: its status or failure reason, its duration, and API health.
-    pub fn record_attempt(&self, attempt: &Attempt) {
-        self.api_duration.observe(attempt.duration.as_secs_f64());
+    /// Counts one attempt: its status or failure reason, its duration, what decoding skipped or
+    /// mended, and API health.
+    pub fn record_attempt<T: Decoded>(&self, attempt: &Attempt<T>) {
+        let endpoint = attempt.endpoint.as_str();
+        self.api_duration
+            .with_label_values(&[endpoint])
+            .observe(attempt.duration.as_secs_f64());
         if let Some(status) = attempt.status {
             let code = status.to_string();
-            self.api_requests.with_label_values(&[&code]).inc();
+            self.api_requests
+                .with_label_values(&[endpoint, &code])
+                .inc();
             if status >= 400 {
                 let error_code = attempt
                     .result
@@ -225,19 +247,18 @@ impl Metrics {
                     .map(|c| self.error_code_label(c))
                     .unwrap_or_default();
                 self.api_errors
-                    .with_label_values(&[&code, &error_code])
+                    .with_label_values(&[endpoint, &code, &error_code])
                     .inc();
             }
             let healthy = !matches!(status, 401 | 403 | 500..=599);
             self.api_up.set(i64::from(healthy));
         }
-        if let Ok(Downloads::Changed { decoded, .. }) = &attempt.result {
-            let report = &decoded.report;
+        if let Some(report) = attempt.result.as_ref().ok().and_then(Decoded::report) {
             for reason in SkipReason::ALL {
                 let n = report.skipped[reason.index()];
                 if n > 0 {
                     self.skipped_records
-                        .with_label_values(&[reason.as_str()])
+                        .with_label_values(&[endpoint, reason.as_str()])
                         .inc_by(n);
                 }
             }
@@ -245,14 +266,14 @@ impl Metrics {
                 let n = report.repaired[kind.index()];
                 if n > 0 {
                     self.repaired_values
-                        .with_label_values(&[kind.as_str()])
+                        .with_label_values(&[endpoint, kind.as_str()])
                         .inc_by(n);
                 }
             }
         }
         if let Err(AttemptError::Transport { reason, .. }) = &attempt.result {
             self.api_failures
-                .with_label_values(&[reason.as_str()])
+                .with_label_values(&[endpoint, reason.as_str()])
                 .inc();
             if matches!(reason, FailureReason::Timeout | FailureReason::Connect) {
                 self.api_up.set(0);
@@ -260,8 +281,10 @@ impl Metrics {
         }
     }
 
-    pub fn record_retry(&self) {
-        self.api_retries.inc();
+    pub fn record_retry(&self, endpoint: Endpoint) {
+        self.api_retries
+            .with_label_values(&[endpoint.as_str()])
+            .inc();
     }
 
     /// Marks the API down without an attempt (polling paused after a 401 or an outage).

@@ -1,4 +1,5 @@
-//! One HTTP attempt against `GET /api/v1/sandbox/tasks/{id}/downloads`.
+//! One HTTP attempt against the sandbox API: a task's downloads (what the exporter is for), a
+//! task's parameters, a page of the task list, the appliance's health and version.
 //!
 //! The client owns the transport rules: Basic auth on every request, an optional extra CA,
 //! an explicit skip-verify switch, a per-attempt timeout covering connect to full body, and a
@@ -14,7 +15,8 @@ use tokio::time::Instant;
 use crate::blocking;
 use crate::config::{SandboxConfig, TaskId};
 use crate::sandbox::classify::{self, ApiFailure};
-use crate::sandbox::decode::{self, ApiError, DecodeError};
+use crate::sandbox::decode::lifecycle::{self, Health, TaskPage, TaskRecord, Version};
+use crate::sandbox::decode::{self, ApiError, DecodeError, DecodeReport};
 use crate::sandbox::digest::{BodyDigest, Downloads};
 use crate::sandbox::urls;
 
@@ -35,17 +37,79 @@ pub struct SandboxClient {
     tasks_url: url::Url,
 }
 
-/// What one attempt produced.
+/// Which API endpoint an attempt went to: the `endpoint` label of the `krs_api_*` families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET tasks/{id}/downloads`
+    Downloads,
+    /// `GET tasks/{id}`
+    Task,
+    /// `GET tasks/`
+    Tasks,
+    /// `GET health`
+    Health,
+    /// `GET version`
+    Version,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::Downloads,
+        Endpoint::Task,
+        Endpoint::Tasks,
+        Endpoint::Health,
+        Endpoint::Version,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Downloads => "downloads",
+            Endpoint::Task => "task",
+            Endpoint::Tasks => "tasks",
+            Endpoint::Health => "health",
+            Endpoint::Version => "version",
+        }
+    }
+}
+
+/// What one attempt produced: downloads by default, or a lifecycle endpoint's decoded body.
 #[derive(Debug)]
-pub struct Attempt {
+pub struct Attempt<T = Downloads> {
+    pub endpoint: Endpoint,
     /// HTTP status of the response, if one arrived.
     pub status: Option<u16>,
     /// Request start to full body (or failure).
     pub duration: Duration,
     /// The server's `Retry-After`, parsed and capped at [`MAX_RETRY_AFTER`].
     pub retry_after: Option<Duration>,
-    pub result: Result<Downloads, AttemptError>,
+    pub result: Result<T, AttemptError>,
 }
+
+/// A decoded body that may have had records skipped or repaired (counted in metrics).
+pub trait Decoded {
+    fn report(&self) -> Option<&DecodeReport> {
+        None
+    }
+}
+
+impl Decoded for Downloads {
+    fn report(&self) -> Option<&DecodeReport> {
+        match self {
+            Downloads::Changed { decoded, .. } => Some(&decoded.report),
+            Downloads::Unchanged(_) => None,
+        }
+    }
+}
+
+impl Decoded for TaskPage {
+    fn report(&self) -> Option<&DecodeReport> {
+        Some(&self.report)
+    }
+}
+
+impl Decoded for Option<TaskRecord> {}
+impl Decoded for Health {}
+impl Decoded for Version {}
 
 /// Why an attempt did not yield downloads.
 #[derive(Debug, Error)]
@@ -183,11 +247,67 @@ impl SandboxClient {
         })
     }
 
-    /// Sends one attempt for `task` and reads the answer within the configured limits. A 200
-    /// body whose digest is `known` (the previous poll's) is reported unchanged, undecoded.
+    /// Sends one attempt for `task`'s downloads. A 200 body whose digest is `known` (the
+    /// previous poll's) is reported unchanged, undecoded.
     pub async fn fetch_downloads(&self, task: &TaskId, known: Option<BodyDigest>) -> Attempt {
-        let started = Instant::now();
         let url = urls::downloads_url(&self.tasks_url, task);
+        let max_records = self.config.max_records;
+        self.attempt(Endpoint::Downloads, url, move |bytes| {
+            let digest = BodyDigest::of(&bytes);
+            if known == Some(digest) {
+                return Ok(Downloads::Unchanged(digest));
+            }
+            decode::decode_downloads(&bytes, max_records).map(|decoded| Downloads::Changed {
+                decoded,
+                digest: Some(digest),
+            })
+        })
+        .await
+    }
+
+    /// Sends one attempt for `task`'s parameters; `None` when the body holds no task record.
+    pub async fn fetch_task(&self, task: &TaskId) -> Attempt<Option<TaskRecord>> {
+        let url = urls::task_url(&self.tasks_url, task);
+        self.attempt(Endpoint::Task, url, |bytes| lifecycle::decode_task(&bytes))
+            .await
+    }
+
+    /// Sends one attempt for a page of the task list, newest first: `count` (1 to 1500)
+    /// records after the first `from`.
+    pub async fn fetch_task_page(&self, from: usize, count: usize) -> Attempt<TaskPage> {
+        let url = urls::list_url(&self.tasks_url, from, count);
+        self.attempt(Endpoint::Tasks, url, move |bytes| {
+            lifecycle::decode_task_list(&bytes, count)
+        })
+        .await
+    }
+
+    /// Sends one attempt for the appliance's health.
+    pub async fn fetch_health(&self) -> Attempt<Health> {
+        let url = urls::sandbox_url(&self.tasks_url, "health");
+        self.attempt(Endpoint::Health, url, |bytes| {
+            lifecycle::decode_health(&bytes)
+        })
+        .await
+    }
+
+    /// Sends one attempt for the appliance's version and its anti-virus bases.
+    pub async fn fetch_version(&self) -> Attempt<Version> {
+        let url = urls::sandbox_url(&self.tasks_url, "version");
+        self.attempt(Endpoint::Version, url, |bytes| {
+            lifecycle::decode_version(&bytes)
+        })
+        .await
+    }
+
+    /// One request to `url` read within the configured limits; a 200 body is decoded with
+    /// `decode` on a blocking thread, an error body classified.
+    async fn attempt<T, F>(&self, endpoint: Endpoint, url: url::Url, decode: F) -> Attempt<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Vec<u8>) -> Result<T, DecodeError> + Send + 'static,
+    {
+        let started = Instant::now();
         let request = self
             .http
             .get(url)
@@ -209,45 +329,25 @@ impl SandboxClient {
         })
         .await;
         let duration = started.elapsed();
+        let failed = |result| Attempt {
+            endpoint,
+            status: None,
+            duration,
+            retry_after: None,
+            result: Err(result),
+        };
         let (status, retry_after, body) = match outcome {
             Err(_elapsed) => {
-                return Attempt {
-                    status: None,
-                    duration,
-                    retry_after: None,
-                    result: Err(AttemptError::Transport {
-                        reason: FailureReason::Timeout,
-                        detail: format!("no complete answer within {:?}", self.config.timeout),
-                    }),
-                }
+                return failed(AttemptError::Transport {
+                    reason: FailureReason::Timeout,
+                    detail: format!("no complete answer within {:?}", self.config.timeout),
+                })
             }
-            Ok(Err(e)) => {
-                return Attempt {
-                    status: None,
-                    duration,
-                    retry_after: None,
-                    result: Err(e),
-                }
-            }
+            Ok(Err(e)) => return failed(e),
             Ok(Ok(parts)) => parts,
         };
         let result = match (status, body) {
-            (200, Ok(bytes)) => {
-                let max_records = self.config.max_records;
-                blocking::run(move || {
-                    let digest = BodyDigest::of(&bytes);
-                    if known == Some(digest) {
-                        return Ok(Downloads::Unchanged(digest));
-                    }
-                    decode::decode_downloads(&bytes, max_records)
-                        .map(|decoded| Downloads::Changed {
-                            decoded,
-                            digest: Some(digest),
-                        })
-                        .map_err(decode_error)
-                })
-                .await
-            }
+            (200, Ok(bytes)) => blocking::run(move || decode(bytes).map_err(decode_error)).await,
             (200, Err(e)) => Err(e),
             (_, body) => {
                 // An error body that was cut or unreadable still leaves the status to classify.
@@ -260,6 +360,7 @@ impl SandboxClient {
             }
         };
         Attempt {
+            endpoint,
             status: Some(status),
             duration,
             retry_after,

@@ -16,6 +16,6 @@ pub mod digest;
 pub mod urls;
 
 pub use classify::{ApiFailure, PauseReason};
-pub use client::{Attempt, AttemptError, FailureReason, SandboxClient};
+pub use client::{Attempt, AttemptError, Decoded, Endpoint, FailureReason, SandboxClient};
 pub use decode::Download;
 pub use digest::{BodyDigest, Downloads};

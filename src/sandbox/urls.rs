@@ -1,4 +1,5 @@
-//! The sandbox API's URL layout: `<base>/api/v1/sandbox/tasks/<id>/downloads`.
+//! The sandbox API's URL layout below `<base>/api/v1/sandbox/`: `tasks/<id>/downloads`,
+//! `tasks/<id>`, `tasks/?from=…`, `health`, `version`.
 //!
 //! The configuration holds only the validated base URL (`sandbox.url`, stored with a trailing
 //! slash and without any API path the operator pasted); where the API lives below it is the
@@ -26,6 +27,39 @@ pub fn downloads_url(tasks_url: &Url, id: &TaskId) -> Url {
     url.path_segments_mut()
         .expect("an http(s) URL can be a base")
         .extend([id.as_str(), "downloads"]);
+    url
+}
+
+/// One task's parameters: `<tasks>/<id>`.
+pub fn task_url(tasks_url: &Url, id: &TaskId) -> Url {
+    let mut url = tasks_url.clone();
+    url.path_segments_mut()
+        .expect("an http(s) URL can be a base")
+        .push(id.as_str());
+    url
+}
+
+/// A page of the task list, newest first: `<tasks>/?from=…&count=…&sort_by=created&descending=true`.
+pub fn list_url(tasks_url: &Url, from: usize, count: usize) -> Url {
+    let mut url = tasks_url.clone();
+    url.path_segments_mut()
+        .expect("an http(s) URL can be a base")
+        .push("");
+    url.query_pairs_mut()
+        .append_pair("from", &from.to_string())
+        .append_pair("count", &count.to_string())
+        .append_pair("sort_by", "created")
+        .append_pair("descending", "true");
+    url
+}
+
+/// `<base>/api/v1/sandbox/<name>`, for `health` and `version`.
+pub fn sandbox_url(tasks_url: &Url, name: &str) -> Url {
+    let mut url = tasks_url.clone();
+    url.path_segments_mut()
+        .expect("an http(s) URL can be a base")
+        .pop()
+        .push(name);
     url
 }
 
@@ -64,5 +98,28 @@ mod tests {
                 "{given}"
             );
         }
+    }
+
+    #[test]
+    fn the_lifecycle_endpoints_live_beside_the_downloads() {
+        let base = Url::parse("https://h/krs/").expect("a URL");
+        let tasks = tasks_url(&base);
+        let id = TaskId::parse(ID).expect("valid id");
+        assert_eq!(
+            task_url(&tasks, &id).as_str(),
+            format!("https://h/krs/api/v1/sandbox/tasks/{ID}")
+        );
+        assert_eq!(
+            list_url(&tasks, 500, 100).as_str(),
+            "https://h/krs/api/v1/sandbox/tasks/?from=500&count=100&sort_by=created&descending=true"
+        );
+        assert_eq!(
+            sandbox_url(&tasks, "health").as_str(),
+            "https://h/krs/api/v1/sandbox/health"
+        );
+        assert_eq!(
+            sandbox_url(&tasks, "version").as_str(),
+            "https://h/krs/api/v1/sandbox/version"
+        );
     }
 }

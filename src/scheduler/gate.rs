@@ -131,7 +131,7 @@ impl Gate {
     }
 
     /// Feeds an attempt's outcome back. `probe` says whether it was admitted as the probe.
-    pub fn report(&self, attempt: &Attempt, probe: bool) -> Option<PauseChange> {
+    pub fn report<T>(&self, attempt: &Attempt<T>, probe: bool) -> Option<PauseChange> {
         self.report_at(attempt, probe, Instant::now())
     }
 
@@ -159,7 +159,7 @@ impl Gate {
         Admission::Probe
     }
 
-    fn report_at(&self, attempt: &Attempt, probe: bool, now: Instant) -> Option<PauseChange> {
+    fn report_at<T>(&self, attempt: &Attempt<T>, probe: bool, now: Instant) -> Option<PauseChange> {
         let verdict = verdict(attempt);
         let mut inner = self.lock();
         let change = match (inner.paused.as_ref(), probe) {
@@ -285,7 +285,7 @@ impl Gate {
     }
 }
 
-fn verdict(attempt: &Attempt) -> Verdict {
+fn verdict<T>(attempt: &Attempt<T>) -> Verdict {
     match &attempt.result {
         Ok(_) => Verdict::Healthy,
         Err(AttemptError::Api {
@@ -349,6 +349,7 @@ mod tests {
         retry_after: Option<Duration>,
     ) -> Attempt {
         Attempt {
+            endpoint: crate::sandbox::Endpoint::Downloads,
             status,
             duration: Duration::ZERO,
             retry_after,

@@ -81,7 +81,8 @@ pub async fn poll(
             },
         };
         if attempts > 0 {
-            ctx.metrics.record_retry();
+            ctx.metrics
+                .record_retry(crate::sandbox::Endpoint::Downloads);
         } else {
             ctx.budget.record_first();
         }

@@ -34,12 +34,15 @@ fn healthy(t: &str) -> SimTask {
 
 fn attempts(s: &Scrape) -> f64 {
     let responses: f64 = s
-        .matching("krs_api_requests_total", &[])
+        .matching("krs_api_requests_total", &[("endpoint", "downloads")])
         .iter()
         .map(|x| x.value)
         .sum();
     let failures: f64 = s
-        .matching("krs_api_request_failures_total", &[])
+        .matching(
+            "krs_api_request_failures_total",
+            &[("endpoint", "downloads")],
+        )
         .iter()
         .map(|x| x.value)
         .sum();
@@ -227,7 +230,7 @@ async fn a_quarter_of_the_tasks_failing_does_not_pause_the_rest_and_retries_stay
             let up = s.value("krs_task_up", &[("task_id", t)]);
             assert_eq!(up, Some(if n % 4 == 0 { 0.0 } else { 1.0 }), "{t}");
         }
-        let retries = s.value_or_zero("krs_api_retries_total", &[]);
+        let retries = s.value_or_zero("krs_api_retries_total", &[("endpoint", "downloads")]);
         let firsts = attempts(&s) - retries;
         eprintln!("measured: a quarter failing: {retries} retries for {firsts} first attempts");
         // 20% of the first attempts, or the floor of 10 per 10 s over the test's few seconds.

@@ -172,7 +172,7 @@ async fn the_password_never_appears_in_logs_metrics_or_pages_even_at_debug() {
             let stderr_url = p.url("/metrics");
             eventually("a 401 seen", || async {
                 let body = reqwest::get(&stderr_url).await.ok()?.text().await.ok()?;
-                body.contains("krs_api_requests_total{code=\"401\"}")
+                body.contains("krs_api_requests_total{code=\"401\",endpoint=\"downloads\"}")
                     .then_some(())
             })
             .await;

@@ -245,7 +245,7 @@ async fn a_red_file_beside_records_a_strict_parser_refuses_still_pages() {
                 s.value("krs_task_up", &[("task_id", &t)]) == Some(1.0)
                     && s.value(
                         "krs_api_repaired_values_total",
-                        &[("reason", "invalid_number")],
+                        &[("endpoint", "downloads"), ("reason", "invalid_number")],
                     ) >= Some(2.0)
             })
             .await;
@@ -267,8 +267,18 @@ async fn a_red_file_beside_records_a_strict_parser_refuses_still_pages() {
             Some(2.0)
         );
         // Each distinct body is counted once per decode; the body here never changes.
-        let skipped = |r: &str| s.value("krs_api_skipped_records_total", &[("reason", r)]);
-        let repaired = |r: &str| s.value("krs_api_repaired_values_total", &[("reason", r)]);
+        let skipped = |r: &str| {
+            s.value(
+                "krs_api_skipped_records_total",
+                &[("endpoint", "downloads"), ("reason", r)],
+            )
+        };
+        let repaired = |r: &str| {
+            s.value(
+                "krs_api_repaired_values_total",
+                &[("endpoint", "downloads"), ("reason", r)],
+            )
+        };
         let decodes = skipped("not_an_object").unwrap_or(0.0);
         assert!(decodes >= 1.0);
         assert_eq!(skipped("unreadable"), Some(decodes));

@@ -39,10 +39,17 @@ async fn a_bad_task_id_error_is_counted_with_its_code_and_not_retried() {
         );
         let errors = s.value(
             "krs_api_errors_total",
-            &[("code", "400"), ("error_code", "29")],
+            &[
+                ("endpoint", "downloads"),
+                ("code", "400"),
+                ("error_code", "29"),
+            ],
         );
         assert!(errors >= Some(2.0), "errors {errors:?}");
-        assert_eq!(s.value_or_zero("krs_api_retries_total", &[]), 0.0);
+        assert_eq!(
+            s.value_or_zero("krs_api_retries_total", &[("endpoint", "downloads")]),
+            0.0
+        );
         assert_eq!(s.value_or_zero("krs_poll_failures_total", &[]), polls(&s));
     })
     .await;
@@ -64,12 +71,19 @@ async fn an_unknown_task_is_not_found_whether_the_sandbox_says_404_or_400() {
             assert!(
                 s.value_or_zero(
                     "krs_api_errors_total",
-                    &[("code", &code), ("error_code", "6")]
+                    &[
+                        ("endpoint", "downloads"),
+                        ("code", &code),
+                        ("error_code", "6")
+                    ]
                 ) >= 2.0,
                 "status {status}"
             );
             assert_eq!(up(&s, &t), Some(0.0));
-            assert_eq!(s.value_or_zero("krs_api_retries_total", &[]), 0.0);
+            assert_eq!(
+                s.value_or_zero("krs_api_retries_total", &[("endpoint", "downloads")]),
+                0.0
+            );
         }
     })
     .await;
@@ -84,12 +98,19 @@ async fn a_deleted_task_reports_code_7_and_keeps_no_counting_series() {
         assert!(
             s.value_or_zero(
                 "krs_api_errors_total",
-                &[("code", "404"), ("error_code", "7")]
+                &[
+                    ("endpoint", "downloads"),
+                    ("code", "404"),
+                    ("error_code", "7")
+                ]
             ) >= 2.0
         );
         assert_eq!(up(&s, &t), Some(0.0));
         assert_eq!(s.count("krs_task_downloads", &[("task_id", &t)]), 0);
-        assert_eq!(s.value_or_zero("krs_api_retries_total", &[]), 0.0);
+        assert_eq!(
+            s.value_or_zero("krs_api_retries_total", &[("endpoint", "downloads")]),
+            0.0
+        );
     })
     .await;
 }
@@ -107,10 +128,16 @@ async fn a_500_is_retried_and_the_recovered_counts_are_reported() {
             .scrape_until("the task up after retries", |s| up(s, &t) == Some(1.0))
             .await;
         assert_eq!(
-            s.value("krs_api_requests_total", &[("code", "500")]),
+            s.value(
+                "krs_api_requests_total",
+                &[("endpoint", "downloads"), ("code", "500")]
+            ),
             Some(2.0)
         );
-        assert_eq!(s.value("krs_api_retries_total", &[]), Some(2.0));
+        assert_eq!(
+            s.value("krs_api_retries_total", &[("endpoint", "downloads")]),
+            Some(2.0)
+        );
         assert_eq!(s.value_or_zero("krs_poll_failures_total", &[]), 0.0);
         assert_eq!(
             s.value(
@@ -155,7 +182,10 @@ async fn a_slow_answer_is_cut_by_the_timeout_and_counted() {
         let exporter = Exporter::start(&ConfigYaml::new(&sandbox.url(), &[&t]).render()).await;
         let s = exporter
             .scrape_until("a timeout", |s| {
-                s.value_or_zero("krs_api_request_failures_total", &[("reason", "timeout")]) >= 1.0
+                s.value_or_zero(
+                    "krs_api_request_failures_total",
+                    &[("endpoint", "downloads"), ("reason", "timeout")],
+                ) >= 1.0
             })
             .await;
         assert_eq!(up(&s, &t).unwrap_or(0.0), 0.0);
@@ -180,10 +210,13 @@ async fn an_oversized_body_is_refused_without_retrying() {
         assert!(
             s.value_or_zero(
                 "krs_api_request_failures_total",
-                &[("reason", "body_too_large")]
+                &[("endpoint", "downloads"), ("reason", "body_too_large")]
             ) >= 2.0
         );
-        assert_eq!(s.value_or_zero("krs_api_retries_total", &[]), 0.0);
+        assert_eq!(
+            s.value_or_zero("krs_api_retries_total", &[("endpoint", "downloads")]),
+            0.0
+        );
         assert_eq!(up(&s, &t), Some(0.0));
     })
     .await;
@@ -206,7 +239,7 @@ async fn a_malformed_body_is_an_invalid_response_and_keeps_the_last_good_counts(
             .scrape_until("an invalid response", |s| {
                 s.value_or_zero(
                     "krs_api_request_failures_total",
-                    &[("reason", "invalid_response")],
+                    &[("endpoint", "downloads"), ("reason", "invalid_response")],
                 ) >= 1.0
                     && up(s, &t) == Some(0.0)
             })
@@ -219,7 +252,10 @@ async fn a_malformed_body_is_an_invalid_response_and_keeps_the_last_good_counts(
             Some(1.0),
             "the last good snapshot stays"
         );
-        assert_eq!(s.value_or_zero("krs_api_retries_total", &[]), 0.0);
+        assert_eq!(
+            s.value_or_zero("krs_api_retries_total", &[("endpoint", "downloads")]),
+            0.0
+        );
     })
     .await;
 }
@@ -234,9 +270,15 @@ async fn a_reset_connection_is_retried() {
         let s = exporter
             .scrape_until("recovered", |s| up(s, &t) == Some(1.0))
             .await;
-        assert_eq!(s.value("krs_api_retries_total", &[]), Some(1.0));
+        assert_eq!(
+            s.value("krs_api_retries_total", &[("endpoint", "downloads")]),
+            Some(1.0)
+        );
         let failures: f64 = s
-            .matching("krs_api_request_failures_total", &[])
+            .matching(
+                "krs_api_request_failures_total",
+                &[("endpoint", "downloads")],
+            )
             .iter()
             .map(|x| x.value)
             .sum();

@@ -19,7 +19,10 @@ fn polls(s: &Scrape) -> f64 {
 }
 
 fn failures(s: &Scrape, reason: &str) -> f64 {
-    s.value_or_zero("krs_api_request_failures_total", &[("reason", reason)])
+    s.value_or_zero(
+        "krs_api_request_failures_total",
+        &[("endpoint", "downloads"), ("reason", reason)],
+    )
 }
 
 #[tokio::test]
@@ -99,7 +102,11 @@ async fn a_hostile_retry_after_holds_polling_no_longer_than_the_cap() {
         assert!((1..=300).contains(&wait), "next try in {wait}s");
         assert_eq!(
             sandbox.sim.total_requests(),
-            s.value_or_zero("krs_api_requests_total", &[("code", "200")]) as u64 + 1,
+            s.value_or_zero(
+                "krs_api_requests_total",
+                &[("endpoint", "downloads"), ("code", "200")]
+            ) as u64
+                + 1,
             "one 503, and nothing sent to either task since"
         );
     })
@@ -118,8 +125,14 @@ async fn a_body_trickling_a_byte_per_second_is_cut_by_the_attempt_timeout() {
         let s = exporter
             .scrape_until("a timeout", |s| failures(s, "timeout") >= 2.0)
             .await;
-        let sum = s.value_or_zero("krs_api_request_duration_seconds_sum", &[]);
-        let count = s.value_or_zero("krs_api_request_duration_seconds_count", &[]);
+        let sum = s.value_or_zero(
+            "krs_api_request_duration_seconds_sum",
+            &[("endpoint", "downloads")],
+        );
+        let count = s.value_or_zero(
+            "krs_api_request_duration_seconds_count",
+            &[("endpoint", "downloads")],
+        );
         assert!(
             sum / count <= 0.75,
             "attempts took {:.2}s on average",
@@ -201,7 +214,7 @@ async fn a_5xx_storm_stays_within_the_request_budget() {
             "{requests} requests for {} polls",
             polls(&s)
         );
-        let retries = s.value_or_zero("krs_api_retries_total", &[]);
+        let retries = s.value_or_zero("krs_api_retries_total", &[("endpoint", "downloads")]);
         assert!(retries >= 1.0, "5xx are retried");
         assert!(
             retries <= 10.0,
