@@ -210,6 +210,7 @@ fn fleet_state(n: u64, polled: bool) -> State {
     let mut file_info_zones = [false; 6];
     file_info_zones[DangerZone::Red.index()] = true;
     let state = State::new(WatchList {
+        discovered: 0,
         tasks: tasks.into(),
         label_keys: vec!["team".to_string()],
         // The configuration defaults (docs/configuration.md).
@@ -234,6 +235,7 @@ fn report(task: &TaskId, files: Vec<Download>) -> PollReport {
         finished: SystemTime::now(),
         status: Some(200),
         result: Ok(files.into()),
+        life: None,
     }
 }
 

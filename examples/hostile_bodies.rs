@@ -124,6 +124,7 @@ fn measure(name: &str, body: &[u8]) {
         .into(),
         label_keys: Vec::new(),
         limits: Limits::default(),
+        discovered: 0,
     });
     let before = rss_kib("VmRSS");
     let sampling = Arc::new(AtomicBool::new(true));
@@ -149,6 +150,7 @@ fn measure(name: &str, body: &[u8]) {
             decoded,
             digest: None,
         }),
+        life: None,
     });
     let cpu = started.elapsed();
     sampling.store(false, Ordering::Relaxed);

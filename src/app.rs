@@ -5,7 +5,7 @@
 //! exporter on `127.0.0.1:0` and stop it at will.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::discovery::{Discovery, Fleet};
 use crate::metrics::Metrics;
 use crate::sandbox::client::ClientBuildError;
 use crate::sandbox::SandboxClient;
+use crate::scheduler::gate::Gate;
 use crate::scheduler::{self, Active};
 use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
@@ -155,7 +157,12 @@ pub async fn run(
         None => None,
     };
     let metrics = Arc::new(Metrics::new(options.shard));
+    let fleet = Arc::new(Mutex::new(Fleet::new(
+        Arc::new(active.config.clone()),
+        options.shard,
+    )));
     let state = Arc::new(State::new(WatchList::from_config(&active.config)));
+    let (watch_list_tx, watch_list_rx) = watch::channel(0u64);
     metrics.record_reload(true);
     info!(
         config = %active.config.source.display(),
@@ -166,8 +173,24 @@ pub async fn run(
 
     let (active_tx, active_rx) = watch::channel(Arc::new(active));
     let grace = options.shutdown_grace;
+    let (gates_tx, gates_rx) = watch::channel(Arc::new(Gate::new(
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+        Arc::clone(&metrics),
+    )));
+    let discovery = Discovery {
+        fleet: Arc::clone(&fleet),
+        state: Arc::clone(&state),
+        metrics: Arc::clone(&metrics),
+        changed: watch_list_tx.clone(),
+    };
+    let discovering = tokio::spawn(discovery.run(active_rx.clone(), gates_rx, shutdown.clone()));
     let scheduler = tokio::spawn(scheduler::run(
         active_rx,
+        scheduler::Inputs {
+            watch_list: watch_list_rx,
+            gates: gates_tx,
+        },
         Arc::clone(&state),
         Arc::clone(&metrics),
         shutdown.clone(),
@@ -181,6 +204,8 @@ pub async fn run(
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
         active: active_tx,
+        fleet,
+        watch_list: watch_list_tx,
     };
     let reloads = tokio::spawn(reloader.run(reload_rx, options.hangups, shutdown.clone()));
 
@@ -226,6 +251,7 @@ pub async fn run(
     }
     // The reloader stops at cancellation; a load it started is left to its blocking thread.
     reloads.abort();
+    discovering.abort();
     info!("stopped");
     Ok(())
 }
@@ -237,6 +263,9 @@ struct Reloader {
     state: Arc<State>,
     metrics: Arc<Metrics>,
     active: watch::Sender<Arc<Active>>,
+    /// The configured and discovered tasks, merged into the state's watch list.
+    fleet: Arc<Mutex<Fleet>>,
+    watch_list: watch::Sender<u64>,
 }
 
 impl Reloader {
@@ -273,8 +302,11 @@ impl Reloader {
         match load_off_thread(self.source.clone(), self.shard).await {
             Ok(active) => {
                 let summary = active.config.summary();
-                self.state
-                    .replace_watch_list(WatchList::from_config(&active.config));
+                {
+                    let mut fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
+                    fleet.set_config(Arc::new(active.config.clone()));
+                    Discovery::publish(&fleet, &self.state, &self.watch_list);
+                }
                 self.metrics.record_reload(true);
                 self.active.send_replace(Arc::new(active));
                 info!(trigger, summary = %summary, "configuration reloaded");

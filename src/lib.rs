@@ -50,7 +50,9 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod discovery;
 pub mod labels;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod retry;

@@ -19,6 +19,8 @@ use thiserror::Error;
 
 use crate::config::{Config, MetricsConfig, TaskId, TaskSpec};
 use crate::labels::{self, OTHER};
+use crate::lifecycle::TaskLife;
+use crate::sandbox::decode::lifecycle::TaskState as SandboxState;
 use crate::sandbox::decode::Decoded;
 use crate::sandbox::{
     ApiFailure, AttemptError, BodyDigest, Download, Downloads, FailureReason, PauseReason,
@@ -39,8 +41,12 @@ pub struct State {
 /// The active watch list with the limits that shape the exported data.
 #[derive(Clone, Debug)]
 pub struct WatchList {
-    /// Shared with the configuration it came from.
+    /// The configured tasks first, then the discovered ones. The configured part is shared with
+    /// the configuration it came from.
     pub tasks: Arc<[TaskSpec]>,
+    /// How many of `tasks`, at the end, were discovered (`source="discovered"`); the others come
+    /// from the configuration (`source="static"`).
+    pub discovered: usize,
     /// Union of the `labels:` keys of every task, sorted: extra labels of `krs_task_info`.
     pub label_keys: Vec<String>,
     pub limits: Limits,
@@ -68,6 +74,8 @@ pub struct PollReport {
     pub status: Option<u16>,
     /// The downloads, or why there are none.
     pub result: Result<Downloads, PollError>,
+    /// The task's state, when the poll asked for it (`GET tasks/{id}`).
+    pub life: Option<TaskLife>,
 }
 
 /// Why a poll ended without downloads. The `Display` text is what the status page and the logs
@@ -114,6 +122,20 @@ pub struct NewActivity {
     pub known_rules: Vec<String>,
 }
 
+/// What the scheduler knows of one watched task.
+#[derive(Debug)]
+pub struct Life {
+    pub id: TaskId,
+    /// What the sandbox last said of its state.
+    pub life: Option<Arc<TaskLife>>,
+    /// Whether it has been polled.
+    pub polled: bool,
+    /// From the configuration (`tasks:`), not discovered.
+    pub configured: bool,
+    /// Covered by the latest read of the task list.
+    pub listed: bool,
+}
+
 /// What applying a poll changed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Applied {
@@ -138,8 +160,11 @@ pub struct TaskRow {
     /// HTTP status of the latest poll's final attempt; `None` when no response arrived.
     pub last_status: Option<u16>,
     pub last_error: Option<Arc<str>>,
-    /// From the latest successful poll; kept while later polls fail.
+    /// From the latest successful poll; kept while later polls fail, dropped when the task is
+    /// deleted or disposed.
     pub snapshot: Option<Arc<Snapshot>>,
+    /// What the sandbox last said of the task's state; `None` until known.
+    pub life: Option<Arc<TaskLife>>,
 }
 
 /// Everything known about one watched task.
@@ -190,6 +215,8 @@ struct Inner {
     ready: bool,
     /// Distinct rule values already used in `krs_yara_hits_total`.
     fleet_rules: HashSet<String>,
+    /// Watched tasks the latest read of the task list covered.
+    listed: HashSet<TaskId>,
 }
 
 #[derive(Debug)]
@@ -245,6 +272,7 @@ impl WatchList {
             tasks: Arc::clone(&config.tasks),
             label_keys: config.label_keys(),
             limits: Limits::from(&config.metrics),
+            discovered: 0,
         }
     }
 }
@@ -256,10 +284,12 @@ impl State {
                 tasks: Arc::new([]),
                 label_keys: Vec::new(),
                 limits: watch.limits.clone(),
+                discovered: 0,
             }),
             tasks: HashMap::new(),
             ready: false,
             fleet_rules: HashSet::new(),
+            listed: HashSet::new(),
         };
         inner.set_watch(watch);
         State {
@@ -310,6 +340,9 @@ impl State {
         let Some(task) = tasks.get_mut(&report.task) else {
             return Applied::default();
         };
+        if let Some(life) = report.life {
+            task.set_life(life);
+        }
         if let Outcome::Unchanged(digest) = outcome {
             if task.digest != Some(digest) {
                 return Applied::default();
@@ -353,10 +386,57 @@ impl State {
                 NewActivity::default()
             }
         };
-        if !inner.ready {
-            inner.ready = inner.tasks.values().all(|t| t.row.last_poll.is_some());
-        }
+        inner.update_ready();
         Applied { activity, was_up }
+    }
+
+    /// Records what a read of the task list says of the listed tasks' states; tasks not
+    /// watched are ignored, and the listed set becomes exactly these tasks. A deleted or
+    /// disposed task's downloads are forgotten: its download series vanish while
+    /// `krs_task_state` says why.
+    pub fn set_lives(&self, lives: impl IntoIterator<Item = (TaskId, TaskLife)>) {
+        let mut inner = self.write();
+        let mut listed = HashSet::new();
+        for (id, life) in lives {
+            if let Some(task) = inner.tasks.get_mut(&id) {
+                task.set_life(life);
+                listed.insert(id);
+            }
+        }
+        inner.listed = listed;
+        inner.update_ready();
+    }
+
+    /// Each watched task's known state, in watch-list order: what the scheduler sets paces
+    /// from.
+    pub fn lives(&self) -> Vec<Life> {
+        let inner = self.read_inner();
+        let configured = inner.watch.tasks.len() - inner.watch.discovered;
+        inner
+            .watch
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let task = inner.tasks.get(&spec.id);
+                Life {
+                    id: spec.id.clone(),
+                    life: task.and_then(|t| t.row.life.clone()),
+                    polled: task.is_some_and(|t| t.row.last_poll.is_some()),
+                    configured: i < configured,
+                    listed: inner.listed.contains(&spec.id),
+                }
+            })
+            .collect()
+    }
+
+    /// One task's known state and whether it was polled.
+    pub fn life(&self, id: &TaskId) -> (Option<Arc<TaskLife>>, bool) {
+        let inner = self.read_inner();
+        match inner.tasks.get(id) {
+            Some(t) => (t.row.life.clone(), t.row.last_poll.is_some()),
+            None => (None, false),
+        }
     }
 
     /// The digest of the body behind `task`'s current snapshot, for the next poll to compare.
@@ -414,7 +494,31 @@ impl View {
     }
 }
 
+impl TaskState {
+    fn set_life(&mut self, life: TaskLife) {
+        if self.row.life.as_deref() == Some(&life) {
+            return;
+        }
+        if matches!(life.state, SandboxState::Deleted | SandboxState::Disposed) {
+            self.row.snapshot = None;
+            self.seen = None;
+            self.digest = None;
+        }
+        self.row.life = Some(Arc::new(life));
+    }
+}
+
 impl Inner {
+    /// The readiness latch: every task of the watch list polled once, or never to be polled
+    /// (failed, deleted, disposed). Once true it stays true.
+    fn update_ready(&mut self) {
+        if !self.ready {
+            self.ready = self.tasks.values().all(|t| {
+                t.row.last_poll.is_some() || t.row.life.as_ref().is_some_and(|l| l.state.is_gone())
+            });
+        }
+    }
+
     fn set_watch(&mut self, watch: WatchList) {
         let keep: HashSet<&TaskId> = watch.tasks.iter().map(|t| &t.id).collect();
         self.tasks.retain(|id, _| keep.contains(id));
@@ -686,6 +790,7 @@ mod tests {
             tasks: ids.iter().map(|id| task(id)).collect(),
             label_keys: Vec::new(),
             limits: limits(),
+            discovered: 0,
         })
     }
 
@@ -706,6 +811,7 @@ mod tests {
             finished: SystemTime::now(),
             status: Some(200),
             result: Ok(files.into()),
+            life: None,
         }
     }
 
@@ -781,6 +887,7 @@ mod tests {
             tasks: vec![task(T1)].into(),
             label_keys: Vec::new(),
             limits: narrower,
+            discovered: 0,
         });
         assert_eq!(s.digest(&TaskId::parse(T1).unwrap()), None);
         assert_eq!(s.apply(unchanged(T1, b"one")), Applied::default());
@@ -798,6 +905,7 @@ mod tests {
             tasks: vec![task(T1)].into(),
             label_keys: Vec::new(),
             limits: narrower,
+            discovered: 0,
         });
         let mut long = file("aa", DangerZone::Red, &[]);
         long.name = "a-long-file-name.exe".into();
@@ -888,6 +996,7 @@ mod tests {
                 reason: FailureReason::InvalidResponse,
                 detail: "body said\nforged=1".into(),
             }),
+            life: None,
         });
         let view = s.read();
         let (_, t) = view.tasks().next().unwrap();
@@ -940,6 +1049,7 @@ mod tests {
             tasks: vec![task(T1)].into(),
             label_keys: Vec::new(),
             limits: limits(),
+            discovered: 0,
         });
         assert_eq!(s.read().tasks().count(), 1);
         s.apply(ok(T2, vec![file("bb", DangerZone::Red, &[])]));
@@ -961,6 +1071,7 @@ mod tests {
                 failure: ApiFailure::TaskNotFound,
                 code: Some("6".into()),
             }),
+            life: None,
         });
         assert!(s.ready());
     }

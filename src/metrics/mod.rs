@@ -12,6 +12,7 @@
 //! size stream; this file joins the two sources into one exposition.
 
 pub mod appliance;
+pub mod discovery;
 pub mod exposition;
 pub mod registry;
 pub mod tasks;
@@ -82,6 +83,7 @@ mod tests {
             })
             .collect();
         let state = State::new(WatchList {
+            discovered: 0,
             tasks: tasks.clone().into(),
             label_keys: Vec::new(),
             limits: Limits {
@@ -93,6 +95,7 @@ mod tests {
         });
         for spec in &tasks {
             state.apply(PollReport {
+                life: None,
                 task: spec.id.clone(),
                 finished: SystemTime::now(),
                 status: Some(200),
@@ -145,6 +148,7 @@ mod tests {
             labels: TaskLabels::default(),
         };
         let state = State::new(WatchList {
+            discovered: 0,
             tasks: vec![task].into(),
             label_keys: Vec::new(),
             limits: Limits {
@@ -173,6 +177,7 @@ mod tests {
                 finished: SystemTime::now(),
                 status: Some(200),
                 result: Ok(files.into()),
+                life: None,
             });
             assert_eq!(
                 applied.activity.yara_hits.len(),

@@ -11,7 +11,7 @@ use prometheus::{
     Registry,
 };
 
-use super::{appliance, tasks, web};
+use super::{appliance, discovery, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
 use crate::sandbox::{Attempt, AttemptError, Decoded, Endpoint, FailureReason};
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub web: web::WebMetrics,
     /// The fleet-wide pause and retry budget ([`appliance`]).
     pub appliance: appliance::ApplianceMetrics,
+    /// The task list's reads ([`discovery`]).
+    pub discovery: discovery::DiscoveryMetrics,
     /// The per-task families' renderer and its cache ([`tasks`]).
     pub(super) tasks: tasks::TaskFamilies,
 }
@@ -201,6 +203,7 @@ impl Metrics {
             .expect("process metric names are unique");
         let web = web::WebMetrics::register(&registry);
         let appliance = appliance::ApplianceMetrics::register(&registry);
+        let discovery = discovery::DiscoveryMetrics::register(&registry);
         Metrics {
             registry,
             api_requests,
@@ -222,6 +225,7 @@ impl Metrics {
             error_codes: Mutex::new(HashSet::new()),
             web,
             appliance,
+            discovery,
             tasks: tasks::TaskFamilies::default(),
         }
     }

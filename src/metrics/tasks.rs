@@ -404,7 +404,7 @@ mod tests {
         ) {
             let mut file_info_zones = [true; 6];
             file_info_zones[DangerZone::Green.index()] = false;
-            let state = State::new(WatchList {
+            let state = State::new(WatchList { discovered: 0,
                 tasks: vec![TaskSpec {
                     id: TaskId::parse(TASK).expect("valid id"),
                     name: "n\"ame\n".into(),
@@ -419,6 +419,7 @@ mod tests {
                     finished: SystemTime::now(),
                     status: Some(200),
                     result: Ok(files.into()),
+                    life: None,
                 });
             }
             // The per-task families carry the sandbox's strings; the registry part (with the
@@ -442,6 +443,7 @@ mod tests {
             labels: TaskLabels::default(),
         };
         let state = State::new(WatchList {
+            discovered: 0,
             tasks: vec![spec(TASK), spec(OTHER_TASK)].into(),
             label_keys: Vec::new(),
             limits: Limits {
@@ -463,6 +465,7 @@ mod tests {
                 finished: UNIX_EPOCH + Duration::from_millis(1_764_135_791_250),
                 status: Some(200),
                 result: Ok(files.into()),
+                life: None,
             });
         };
         poll(TASK, vec![red("aa")]);
@@ -519,6 +522,7 @@ mod tests {
             .into(),
             label_keys: vec!["team".into()],
             limits: Limits::default(),
+            discovered: 0,
         });
         let text = tasks_text(&TaskFamilies::default(), &state);
         let info = text
@@ -541,6 +545,7 @@ mod tests {
             labels: TaskLabels::default(),
         };
         let state = State::new(WatchList {
+            discovered: 0,
             tasks: vec![spec(TASK), spec(OTHER_TASK)].into(),
             label_keys: Vec::new(),
             limits: Limits {
@@ -560,6 +565,7 @@ mod tests {
                 finished: UNIX_EPOCH + Duration::from_millis(1_764_135_791_250),
                 status: Some(200),
                 result: Ok(vec![red("aa"), red("bb"), red("cc")].into()),
+                life: None,
             });
         }
         let text = tasks_text(&TaskFamilies::default(), &state);

@@ -15,16 +15,17 @@
 
 pub mod budget;
 pub mod gate;
+mod paces;
 pub mod plan;
 pub mod poll;
 mod ring;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,13 +33,15 @@ use tracing::{debug, error, info, warn};
 
 use crate::blocking;
 use crate::config::{Config, TaskId};
+use crate::lifecycle::{self, Pace, TaskLife};
 use crate::metrics::Metrics;
+use crate::sandbox::decode::lifecycle::TaskState;
 use crate::sandbox::{Downloads, SandboxClient};
 use crate::state::State;
 use budget::RetryBudget;
 use gate::{Gate, PauseChange};
-use poll::{PollContext, PollEnd};
-use ring::Ring;
+use paces::{Intervals, Move, Paces};
+use poll::{PollContext, PollEnd, PollPlan};
 
 /// Tasks added by a reload are polled within this window (or the interval, if shorter).
 const NEW_TASK_WINDOW: Duration = Duration::from_secs(5);
@@ -49,11 +52,20 @@ pub struct Active {
     pub client: SandboxClient,
 }
 
+/// What the scheduler listens to besides its configuration.
+pub struct Inputs {
+    /// Bumped whenever the state's watch list changed (a reload, a read of the task list).
+    pub watch_list: watch::Receiver<u64>,
+    /// The pause gate of the current sandbox settings, for the discovery and health loops.
+    pub gates: watch::Sender<Arc<Gate>>,
+}
+
 /// Runs until `shutdown` is cancelled or the configuration channel closes, then waits at most
 /// `drain` (the shutdown grace period) for running polls, which cancellation has already cut
 /// short.
 pub async fn run(
     mut active: watch::Receiver<Arc<Active>>,
+    mut inputs: Inputs,
     state: Arc<State>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -61,15 +73,14 @@ pub async fn run(
 ) {
     let tracker = TaskTracker::new();
     let first = Arc::clone(&active.borrow_and_update());
-    let mut dispatcher = Dispatcher::new(&first, Arc::clone(&metrics));
-    dispatcher.schedule_new(
-        first.config.tasks.iter().map(|t| &t.id),
-        first.config.polling.interval,
-        Instant::now(),
-    );
+    let mut dispatcher = Dispatcher::new(&first, Arc::clone(&metrics), Arc::clone(&state));
+    inputs.gates.send_replace(Arc::clone(&dispatcher.ctx.gate));
+    inputs.watch_list.borrow_and_update();
+    dispatcher.start(Instant::now());
+    let (done_tx, mut done) = mpsc::unbounded_channel::<Finished>();
 
     loop {
-        let next_due = dispatcher.ring.next_due();
+        let next_due = dispatcher.paces.next_due();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -79,9 +90,18 @@ pub async fn run(
                 }
                 let next = Arc::clone(&active.borrow_and_update());
                 dispatcher.reconfigure(&next);
+                inputs.gates.send_replace(Arc::clone(&dispatcher.ctx.gate));
             }
+            changed = inputs.watch_list.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                inputs.watch_list.borrow_and_update();
+                dispatcher.reconcile(Instant::now());
+            }
+            Some(finished) = done.recv() => dispatcher.finished(finished),
             () = sleep_until(next_due) => {
-                let Some((task, busy)) = dispatcher.ring.pop(Instant::now()) else {
+                let Some((task, busy)) = dispatcher.paces.pop(Instant::now()) else {
                     continue;
                 };
                 if busy.load(Ordering::Acquire) {
@@ -96,15 +116,18 @@ pub async fn run(
                     },
                     () = shutdown.cancelled() => break,
                 };
+                let plan = dispatcher.plan(&task);
                 let (state, metrics, shutdown) =
                     (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
                 let id = task.clone();
                 let guard_shutdown = shutdown.clone();
+                let done = done_tx.clone();
                 spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, guard_shutdown, async move {
-                    let known = state.digest(&task);
-                    if let Some(end) = poll::poll(&ctx, &task, known, permit, &shutdown).await {
+                    if let Some(end) = poll::poll(&ctx, &task, plan, permit, &shutdown).await {
+                        let ok = end.report.result.is_ok();
                         // Digesting a large response is CPU work: off the async workers.
                         blocking::run(move || finish(end, &state, &metrics)).await;
+                        let _ = done.send(Finished { task, ok });
                     }
                 });
             }
@@ -114,6 +137,12 @@ pub async fn run(
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         warn!("polls still running after the grace period; abandoning them");
     }
+}
+
+/// A poll that ended, for the dispatcher to set the task's next pace.
+struct Finished {
+    task: TaskId,
+    ok: bool,
 }
 
 /// Runs one poll as its own task with the task's busy flag set, so that a panic inside it
@@ -208,52 +237,163 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
 struct Dispatcher {
     ctx: Arc<PollContext>,
     metrics: Arc<Metrics>,
-    ring: Ring,
+    state: Arc<State>,
+    paces: Paces,
+    /// The `ResultId` for which a poll succeeded after completion was seen: such a task is
+    /// settled until it is repeated.
+    settled_for: HashMap<TaskId, Box<str>>,
+    /// Configured tasks the latest read of the task list did not cover: they are asked for
+    /// their parameters.
+    unlisted: HashSet<TaskId>,
 }
 
 impl Dispatcher {
-    fn new(active: &Active, metrics: Arc<Metrics>) -> Self {
+    fn new(active: &Active, metrics: Arc<Metrics>, state: Arc<State>) -> Self {
+        let config = &active.config;
         Dispatcher {
             ctx: Arc::new(context(active, None, Arc::clone(&metrics))),
             metrics,
-            ring: Ring::new(active.config.polling.interval, Instant::now()),
+            state,
+            paces: Paces::new(intervals(config), Instant::now()),
+            settled_for: HashMap::new(),
+            unlisted: HashSet::new(),
         }
     }
 
-    /// Schedules the first poll of `tasks`, spread evenly over `window` from `now`.
-    fn schedule_new<'a>(
-        &mut self,
-        tasks: impl IntoIterator<Item = &'a TaskId>,
-        window: Duration,
-        now: Instant,
-    ) {
-        let ids: Vec<&TaskId> = tasks.into_iter().collect();
-        let phases = plan::phases(ids.iter().copied(), window);
-        self.ring.insert(ids.into_iter().cloned().zip(phases), now);
+    /// The first schedule: every task's first poll spread over one interval.
+    fn start(&mut self, now: Instant) {
+        let lives = self.state.lives();
+        let moves = lives
+            .iter()
+            .map(|l| Move {
+                task: l.id.clone(),
+                pace: self.pace_of(&l.id, l.life.as_deref(), l.polled),
+            })
+            .collect();
+        self.paces
+            .place(moves, self.ctx.interval, NEW_TASK_WINDOW, now);
     }
 
     fn reconfigure(&mut self, active: &Active) {
         let config = &active.config;
         self.ctx = Arc::new(context(active, Some(&self.ctx), Arc::clone(&self.metrics)));
-        let interval = config.polling.interval;
-        self.ring.set_interval(interval);
-        let wanted: HashSet<&TaskId> = config.tasks.iter().map(|t| &t.id).collect();
-        self.ring.retain(|id| wanted.contains(id));
-        let present: HashSet<TaskId> = self.ring.ids().cloned().collect();
-        let added: Vec<&TaskId> = config
-            .tasks
-            .iter()
-            .map(|t| &t.id)
-            .filter(|id| !present.contains(*id))
-            .collect();
-        let count = added.len();
-        self.schedule_new(added, NEW_TASK_WINDOW.min(interval), Instant::now());
+        let now = Instant::now();
+        self.paces.set_intervals(intervals(config), now);
+        let added = self.reconcile(now);
         info!(
-            tasks = config.tasks.len(),
-            added = count,
-            interval_s = interval.as_secs_f64(),
+            tasks = self.paces.len(),
+            added,
+            interval_s = config.polling.interval.as_secs_f64(),
+            lifecycle = config.polling.lifecycle,
             "scheduler reconfigured"
         );
+    }
+
+    /// Brings the paces in line with the state's watch list and what is known of each task:
+    /// removed tasks are forgotten, and tasks whose state calls for another pace move now.
+    /// New configured tasks are first polled within a few seconds (an operator just added
+    /// them); new discovered ones spread over a whole interval, so a backfill of thousands of
+    /// finished tasks is never faster than fixed polling. Returns how many joined.
+    fn reconcile(&mut self, now: Instant) -> usize {
+        let lives = self.state.lives();
+        let wanted: HashSet<&TaskId> = lives.iter().map(|l| &l.id).collect();
+        self.paces.retain(|id| wanted.contains(id));
+        self.settled_for.retain(|id, _| wanted.contains(id));
+        self.unlisted = lives
+            .iter()
+            .filter(|l| l.configured && !l.listed)
+            .map(|l| l.id.clone())
+            .collect();
+        let mut added = 0;
+        let (mut configured, mut discovered) = (Vec::new(), Vec::new());
+        for l in &lives {
+            let new = self.paces.pace(&l.id).is_none();
+            added += usize::from(new);
+            let pace = self.pace_of(&l.id, l.life.as_deref(), l.polled);
+            let moved = Move {
+                task: l.id.clone(),
+                pace,
+            };
+            if l.configured {
+                configured.push(moved);
+            } else {
+                discovered.push(moved);
+            }
+        }
+        let interval = self.ctx.interval;
+        self.paces.place(
+            configured,
+            NEW_TASK_WINDOW.min(interval),
+            NEW_TASK_WINDOW,
+            now,
+        );
+        self.paces.place(discovered, interval, NEW_TASK_WINDOW, now);
+        added
+    }
+
+    /// A poll ended: a successful poll of a completed task settles it for its `ResultId`; the
+    /// task then moves to the pace its state deserves.
+    fn finished(&mut self, finished: Finished) {
+        let Some(current) = self.paces.pace(&finished.task) else {
+            return;
+        };
+        let (life, polled) = self.state.life(&finished.task);
+        if let Some(life) = &life {
+            if finished.ok && life.state == TaskState::Completed {
+                self.settled_for
+                    .insert(finished.task.clone(), life.result_id.clone());
+            }
+        }
+        let pace = self.pace_of(&finished.task, life.as_deref(), polled);
+        if pace != current {
+            debug!(task_id = %finished.task, ?pace, "task changes pace");
+            self.paces.place(
+                vec![Move {
+                    task: finished.task,
+                    pace,
+                }],
+                self.ctx.interval,
+                NEW_TASK_WINDOW,
+                Instant::now(),
+            );
+        }
+    }
+
+    fn pace_of(&self, id: &TaskId, life: Option<&TaskLife>, polled: bool) -> Pace {
+        lifecycle::pace(
+            self.ctx.lifecycle,
+            life,
+            polled,
+            self.settled_for.get(id).map(|r| &**r),
+        )
+    }
+
+    /// What the next poll of `task` asks for.
+    fn plan(&self, task: &TaskId) -> PollPlan {
+        let interval = match self.paces.pace(task) {
+            Some(Pace::Active | Pace::Prompt) => self.paces_intervals().active,
+            Some(Pace::Settled) => self.paces_intervals().settled.unwrap_or(self.ctx.interval),
+            _ => self.ctx.interval,
+        };
+        PollPlan {
+            known: self.state.digest(task),
+            params: self.ctx.lifecycle && self.unlisted.contains(task),
+            interval,
+        }
+    }
+
+    fn paces_intervals(&self) -> Intervals {
+        self.paces.intervals()
+    }
+}
+
+/// The rings' intervals of `config`.
+fn intervals(config: &Config) -> Intervals {
+    let polling = &config.polling;
+    Intervals {
+        active: polling.active_interval,
+        default: polling.interval,
+        settled: polling.settled_interval,
     }
 }
 
@@ -293,6 +433,11 @@ fn context(
         metrics,
         concurrency,
         sandbox: config.sandbox.clone(),
+        lifecycle: config.polling.lifecycle,
+        serves_params: match previous {
+            Some(p) if p.sandbox == config.sandbox => Arc::clone(&p.serves_params),
+            _ => Arc::new(AtomicBool::new(true)),
+        },
     }
 }
 
@@ -360,6 +505,7 @@ mod tests {
             "the task can be polled again"
         );
         let state = State::new(crate::state::WatchList {
+            discovered: 0,
             tasks: Vec::new().into(),
             label_keys: Vec::new(),
             limits: crate::state::Limits {

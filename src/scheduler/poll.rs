@@ -8,6 +8,7 @@
 //!   `Retry-After` may then be the probe that ends the hold).
 //! - Retries never start later than the interval less the attempt timeout ([`RetrySchedule`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,15 +16,18 @@ use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::budget::RetryBudget;
 use super::gate::{Admission, Gate, PauseChange};
 use crate::config::{RetryConfig, TaskId};
+use crate::lifecycle::TaskLife;
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::sandbox::{Attempt, BodyDigest, Downloads, PauseReason, SandboxClient};
+use crate::sandbox::decode::lifecycle::{TaskRecord, TaskState};
+use crate::sandbox::{Attempt, AttemptError, BodyDigest, Downloads, PauseReason, SandboxClient};
 use crate::state::{PollError, PollReport};
+use crate::zone::DangerZone;
 
 /// Everything a poll needs; replaced as a whole on reload, so running polls finish with the
 /// settings they started with.
@@ -39,6 +43,12 @@ pub struct PollContext {
     /// The settings the semaphore and gate were made for, to tell on reload whether to keep them.
     pub concurrency: usize,
     pub sandbox: crate::config::SandboxConfig,
+    /// Whether tasks' states set their paces (`polling.lifecycle`).
+    pub lifecycle: bool,
+    /// Cleared when the sandbox answers `GET tasks/{id}` as an endpoint it does not have (404
+    /// without an error code, or 405): task parameters are then not asked for again until the
+    /// sandbox settings change.
+    pub serves_params: Arc<AtomicBool>,
 }
 
 /// How a poll ended, beyond its report.
@@ -49,21 +59,45 @@ pub struct PollEnd {
     pub pause_changes: Vec<PauseChange>,
 }
 
+/// What the dispatcher asks of one poll.
+pub struct PollPlan {
+    /// The digest of the body the state last digested for this task.
+    pub known: Option<BodyDigest>,
+    /// Ask for the task's parameters first (a configured task the task list does not cover).
+    pub params: bool,
+    /// The task's current pace: its retries end before its next turn.
+    pub interval: Duration,
+}
+
 /// Polls `task` until success, a permanent failure, the retry budget, or shutdown (`None`).
-/// `first_permit` is the concurrency slot the dispatcher already holds for the first attempt;
-/// `known` is the digest of the body the state last digested for this task.
+/// `first_permit` is the concurrency slot the dispatcher already holds for the first attempt.
 pub async fn poll(
     ctx: &PollContext,
     task: &TaskId,
-    known: Option<BodyDigest>,
+    plan: PollPlan,
     first_permit: OwnedSemaphorePermit,
     shutdown: &CancellationToken,
 ) -> Option<PollEnd> {
     let started = Instant::now();
-    let mut schedule = RetrySchedule::new(&ctx.retry, ctx.interval, ctx.sandbox.timeout);
+    let mut schedule = RetrySchedule::new(&ctx.retry, plan.interval, ctx.sandbox.timeout);
+    let known = plan.known;
     let mut permit = Some(first_permit);
     let mut attempts = 0u32;
     let mut pause_changes = Vec::new();
+    let mut life = None;
+    if plan.params && ctx.serves_params.load(Ordering::Relaxed) {
+        if let Admission::Open | Admission::Probe = ctx.gate.admit() {
+            let attempt = tokio::select! {
+                a = ctx.client.fetch_task(task) => a,
+                () = shutdown.cancelled() => return None,
+            };
+            ctx.metrics.record_attempt(&attempt);
+            if let Some(change) = ctx.gate.report(&attempt, false) {
+                pause_changes.push(change);
+            }
+            life = task_life(ctx, attempt.result);
+        }
+    }
     let (status, result) = loop {
         let probe = match ctx.gate.admit() {
             Admission::Open => false,
@@ -141,11 +175,48 @@ pub async fn poll(
             finished: SystemTime::now(),
             status,
             result,
+            life,
         },
         duration: started.elapsed(),
         attempts,
         pause_changes,
     })
+}
+
+/// What a task-parameters answer says of the task's state.
+fn task_life(
+    ctx: &PollContext,
+    result: Result<Option<TaskRecord>, AttemptError>,
+) -> Option<TaskLife> {
+    let max = 128;
+    match result {
+        Ok(record) => record.map(|r| TaskLife::from_record(&r, max)),
+        Err(AttemptError::Api { status, body, .. }) => {
+            let code = body.as_ref().and_then(|b| b.code.as_deref());
+            match (status, code) {
+                // The sandbox's own "task deleted".
+                (404, Some("7")) => Some(TaskLife {
+                    state: TaskState::Deleted,
+                    result_id: "".into(),
+                    created: None,
+                    processed: None,
+                    zone: DangerZone::Unknown,
+                    verdict: "Unknown".into(),
+                }),
+                (404, None) | (405, _) => {
+                    if ctx.serves_params.swap(false, Ordering::Relaxed) {
+                        info!(
+                            status,
+                            "the sandbox does not serve task parameters; configured tasks keep the fixed interval"
+                        );
+                    }
+                    None
+                }
+                _ => None,
+            }
+        }
+        Err(AttemptError::Transport { .. }) => None,
+    }
 }
 
 /// A poll refused by the gate. A 401 pause reports the 401 that caused it, so the task reads

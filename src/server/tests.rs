@@ -27,6 +27,7 @@ fn routes() -> Routes {
         .into(),
         label_keys: Vec::new(),
         limits: Default::default(),
+        discovered: 0,
     });
     let (reload, _) = mpsc::channel(1);
     Routes::new(Arc::new(state), Arc::new(Metrics::default()), reload)
