@@ -11,7 +11,7 @@ use prometheus::{
     Registry,
 };
 
-use super::{appliance, tasks, web};
+use super::{appliance, sandbox, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
 use crate::sandbox::{Attempt, AttemptError, Decoded, Endpoint, FailureReason};
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub web: web::WebMetrics,
     /// The fleet-wide pause and retry budget ([`appliance`]).
     pub appliance: appliance::ApplianceMetrics,
+    /// The appliance's own health and version ([`sandbox`]).
+    pub sandbox: sandbox::SandboxMetrics,
     /// The per-task families' renderer and its cache ([`tasks`]).
     pub(super) tasks: tasks::TaskFamilies,
 }
@@ -201,6 +203,7 @@ impl Metrics {
             .expect("process metric names are unique");
         let web = web::WebMetrics::register(&registry);
         let appliance = appliance::ApplianceMetrics::register(&registry);
+        let sandbox = sandbox::SandboxMetrics::register(&registry);
         Metrics {
             registry,
             api_requests,
@@ -222,6 +225,7 @@ impl Metrics {
             error_codes: Mutex::new(HashSet::new()),
             web,
             appliance,
+            sandbox,
             tasks: tasks::TaskFamilies::default(),
         }
     }
