@@ -1,5 +1,5 @@
-//! Wiring of the daemon: configuration → scheduler → state → metrics and HTTP server, plus
-//! reloads and the one shutdown path.
+//! Wiring of the daemon: configuration → scheduler (and the health checks beside it) → state →
+//! metrics and HTTP server, plus reloads and the one shutdown path.
 //!
 //! [`run`] takes an already bound listener and a cancellation token, so tests start the whole
 //! exporter on `127.0.0.1:0` and stop it at will.
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::health;
 use crate::metrics::Metrics;
 use crate::sandbox::client::ClientBuildError;
 use crate::sandbox::SandboxClient;
@@ -166,10 +167,19 @@ pub async fn run(
 
     let (active_tx, active_rx) = watch::channel(Arc::new(active));
     let grace = options.shutdown_grace;
+    // The health checks pass the polls' pause gate, published by the scheduler.
+    let (gate_tx, gate_rx) = watch::channel(None);
+    let health = tokio::spawn(health::run(
+        active_rx.clone(),
+        gate_rx,
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    ));
     let scheduler = tokio::spawn(scheduler::run(
         active_rx,
         Arc::clone(&state),
         Arc::clone(&metrics),
+        gate_tx,
         shutdown.clone(),
         grace,
     ));
@@ -223,6 +233,9 @@ pub async fn run(
     }
     if tokio::time::timeout_at(deadline, scheduler).await.is_err() {
         warn!("scheduler did not stop within the grace period");
+    }
+    if tokio::time::timeout_at(deadline, health).await.is_err() {
+        warn!("sandbox health checks did not stop within the grace period");
     }
     // The reloader stops at cancellation; a load it started is left to its blocking thread.
     reloads.abort();

@@ -92,6 +92,9 @@ impl SandboxMetrics {
     /// Records a `GET health` that answered 200 and decoded: up, its flag, its checks.
     pub fn record_health(&self, health: &Health) {
         let mut shown = self.lock();
+        // Written against the registry's gathering order (by name), as in
+        // `Metrics::record_activity`: a scrape that sees the new checks sees the flag and `up`
+        // that came with them.
         self.up.with_label_values(NO_LABELS).set(1);
         match health.healthy {
             Some(flag) => self
@@ -129,6 +132,7 @@ impl SandboxMetrics {
     /// Records a `GET version` that answered 200 and decoded.
     pub fn record_version(&self, version: &Version) {
         let mut shown = self.lock();
+        // The info series before the time, for the same reason as in `record_health`.
         let values = [
             labels::clean(&version.system_version, MAX_LABEL_CHARS),
             labels::clean(&version.bases_version, MAX_LABEL_CHARS),

@@ -49,19 +49,25 @@ pub struct Active {
     pub client: SandboxClient,
 }
 
+/// The pause gate the polls pass now, for the other requests to the same appliance (the
+/// health checks): `None` until the scheduler has started, replaced when a reload replaces it.
+pub type SharedGate = watch::Receiver<Option<Arc<Gate>>>;
+
 /// Runs until `shutdown` is cancelled or the configuration channel closes, then waits at most
 /// `drain` (the shutdown grace period) for running polls, which cancellation has already cut
-/// short.
+/// short. Publishes its pause gate on `gates` (see [`SharedGate`]).
 pub async fn run(
     mut active: watch::Receiver<Arc<Active>>,
     state: Arc<State>,
     metrics: Arc<Metrics>,
+    gates: watch::Sender<Option<Arc<Gate>>>,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
     let tracker = TaskTracker::new();
     let first = Arc::clone(&active.borrow_and_update());
     let mut dispatcher = Dispatcher::new(&first, Arc::clone(&metrics));
+    gates.send_replace(Some(Arc::clone(&dispatcher.ctx.gate)));
     dispatcher.schedule_new(
         first.config.tasks.iter().map(|t| &t.id),
         first.config.polling.interval,
@@ -79,6 +85,7 @@ pub async fn run(
                 }
                 let next = Arc::clone(&active.borrow_and_update());
                 dispatcher.reconfigure(&next);
+                gates.send_replace(Some(Arc::clone(&dispatcher.ctx.gate)));
             }
             () = sleep_until(next_due) => {
                 let Some((task, busy)) = dispatcher.ring.pop(Instant::now()) else {
