@@ -1,5 +1,5 @@
-//! Wiring of the daemon: configuration → scheduler → state → metrics and HTTP server, plus
-//! reloads and the one shutdown path.
+//! Wiring of the daemon: configuration → scheduler (and the health checks beside it) → state →
+//! metrics and HTTP server, plus reloads and the one shutdown path.
 //!
 //! [`run`] takes an already bound listener and a cancellation token, so tests start the whole
 //! exporter on `127.0.0.1:0` and stop it at will.
@@ -16,10 +16,10 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::{Discovery, Fleet};
+use crate::health;
 use crate::metrics::Metrics;
 use crate::sandbox::client::ClientBuildError;
 use crate::sandbox::SandboxClient;
-use crate::scheduler::gate::Gate;
 use crate::scheduler::{self, Active};
 use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
@@ -173,23 +173,26 @@ pub async fn run(
 
     let (active_tx, active_rx) = watch::channel(Arc::new(active));
     let grace = options.shutdown_grace;
-    let (gates_tx, gates_rx) = watch::channel(Arc::new(Gate::new(
-        Duration::from_secs(1),
-        Duration::from_secs(1),
+    // The discovery and health loops pass the polls' pause gate, published by the scheduler.
+    let (gate_tx, gate_rx) = watch::channel(None);
+    let health = tokio::spawn(health::run(
+        active_rx.clone(),
+        gate_rx.clone(),
         Arc::clone(&metrics),
-    )));
+        shutdown.clone(),
+    ));
     let discovery = Discovery {
         fleet: Arc::clone(&fleet),
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
         changed: watch_list_tx.clone(),
     };
-    let discovering = tokio::spawn(discovery.run(active_rx.clone(), gates_rx, shutdown.clone()));
+    let discovering = tokio::spawn(discovery.run(active_rx.clone(), gate_rx, shutdown.clone()));
     let scheduler = tokio::spawn(scheduler::run(
         active_rx,
         scheduler::Inputs {
             watch_list: watch_list_rx,
-            gates: gates_tx,
+            gates: gate_tx,
         },
         Arc::clone(&state),
         Arc::clone(&metrics),
@@ -248,6 +251,9 @@ pub async fn run(
     }
     if tokio::time::timeout_at(deadline, scheduler).await.is_err() {
         warn!("scheduler did not stop within the grace period");
+    }
+    if tokio::time::timeout_at(deadline, health).await.is_err() {
+        warn!("sandbox health checks did not stop within the grace period");
     }
     // The reloader stops at cancellation; a load it started is left to its blocking thread.
     reloads.abort();

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::sandbox::decode::lifecycle::TaskRecord;
 use crate::sandbox::{AttemptError, SandboxClient};
 use crate::scheduler::gate::{Admission, Gate};
+use crate::scheduler::SharedGate;
 use crate::shard::Shard;
 use crate::state::{State, WatchList};
 
@@ -253,16 +254,20 @@ impl Discovery {
     pub async fn run(
         self,
         mut configs: watch::Receiver<Arc<crate::scheduler::Active>>,
-        mut gates: watch::Receiver<Arc<Gate>>,
+        mut gates: SharedGate,
         shutdown: CancellationToken,
     ) {
-        // The scheduler publishes the gate of the sandbox settings as it starts.
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = gates.changed() => {}
-        }
         loop {
-            let gate = Arc::clone(&gates.borrow_and_update());
+            // The scheduler publishes the gate of the sandbox settings as it starts.
+            let gate = loop {
+                if let Some(gate) = gates.borrow_and_update().clone() {
+                    break gate;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = gates.changed() => if changed.is_err() { return },
+                }
+            };
             let active = Arc::clone(&configs.borrow_and_update());
             let config = &active.config;
             let Some(discovery) = config.discovery.clone() else {

@@ -11,13 +11,14 @@
 //! ```text
 //! config ──► scheduler ──► sandbox (client, urls, decode, classify) ──► state ──► metrics ──┐
 //!   ▲          │ (retry, gate, budget)                                    │          ▲        ├─► server
-//!   │          └──── records attempts, polls, pauses, panics ─────────────┼──────────┘        │
+//!   │          ├──── records attempts, polls, pauses, panics ─────────────┼──────────┤        │
+//!   │          └─► health (same gate) ── records the sandbox's health ────┼──────────┘        │
 //!   │                                                                     └─► landing ────────┘
 //!   └── app (reload, shutdown) ◄── SIGHUP / POST /-/reload
 //! ```
 //!
 //! The scheduler hands each finished poll to the state and records it in metrics; the state
-//! imports neither. The server reads the state and renders metrics; it never calls the sandbox.
+//! imports neither. The health loop shares the scheduler's pause gate and writes only metrics. The server reads the state and renders metrics; it never calls the sandbox.
 //!
 //! Beside this crate, the workspace holds the crates it reads through:
 //! - `krs_web_config`: `--web.config.file` (TLS, client certificates, basic auth, headers), and
@@ -32,6 +33,7 @@
 //! | [`config`] | the YAML file: parsing, `${VAR}` expansion, validation into [`config::Config`] |
 //! | [`app`] | wiring, reloads, the shutdown path |
 //! | [`scheduler`] | when each task is polled, concurrency, retries, the pause gate |
+//! | [`health`] | the appliance's own health and version, checked through the scheduler's pause gate |
 //! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
 //! | [`sandbox`] | one HTTP attempt, the API's URL layout, response decoding, error classification |
 //! | [`state`] | per-task records and the typed poll outcome, baselines for the fleet counters |
@@ -51,6 +53,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod discovery;
+pub mod health;
 pub mod labels;
 pub mod lifecycle;
 pub mod logging;

@@ -3,7 +3,8 @@
 //! Two sources make one exposition, each in its own module:
 //! - [`registry`]: a `prometheus` crate registry owned by [`Metrics`] for what the exporter
 //!   counts itself (API traffic, polls, fleet counters, config state, build info, process
-//!   metrics), with its connection ([`web`]) and appliance ([`appliance`]) families;
+//!   metrics), with its connection ([`web`]), appliance ([`appliance`]) and the sandbox's own
+//!   health ([`sandbox`]) families;
 //! - [`tasks`]: the per-task families, written straight from [`State`] at scrape time: their
 //!   series come and go with the watch list and their label values come from the sandbox,
 //!   which suits a writer that escapes every value and keeps no registry entries to clean up.
@@ -15,6 +16,7 @@ pub mod appliance;
 pub mod discovery;
 pub mod exposition;
 pub mod registry;
+pub mod sandbox;
 pub mod tasks;
 #[cfg(test)]
 mod testing;

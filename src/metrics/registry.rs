@@ -11,7 +11,7 @@ use prometheus::{
     Registry,
 };
 
-use super::{appliance, discovery, tasks, web};
+use super::{appliance, discovery, sandbox, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
 use crate::sandbox::{Attempt, AttemptError, Decoded, Endpoint, FailureReason};
@@ -50,6 +50,8 @@ pub struct Metrics {
     pub appliance: appliance::ApplianceMetrics,
     /// The task list's reads ([`discovery`]).
     pub discovery: discovery::DiscoveryMetrics,
+    /// The appliance's own health and version ([`sandbox`]).
+    pub sandbox: sandbox::SandboxMetrics,
     /// The per-task families' renderer and its cache ([`tasks`]).
     pub(super) tasks: tasks::TaskFamilies,
 }
@@ -204,6 +206,7 @@ impl Metrics {
         let web = web::WebMetrics::register(&registry);
         let appliance = appliance::ApplianceMetrics::register(&registry);
         let discovery = discovery::DiscoveryMetrics::register(&registry);
+        let sandbox = sandbox::SandboxMetrics::register(&registry);
         Metrics {
             registry,
             api_requests,
@@ -226,6 +229,7 @@ impl Metrics {
             web,
             appliance,
             discovery,
+            sandbox,
             tasks: tasks::TaskFamilies::default(),
         }
     }

@@ -52,17 +52,22 @@ pub struct Active {
     pub client: SandboxClient,
 }
 
+/// The pause gate the polls pass now, for the other requests to the same appliance (the
+/// task list, the health checks): `None` until the scheduler has started, replaced when a
+/// reload replaces it.
+pub type SharedGate = watch::Receiver<Option<Arc<Gate>>>;
+
 /// What the scheduler listens to besides its configuration.
 pub struct Inputs {
     /// Bumped whenever the state's watch list changed (a reload, a read of the task list).
     pub watch_list: watch::Receiver<u64>,
-    /// The pause gate of the current sandbox settings, for the discovery and health loops.
-    pub gates: watch::Sender<Arc<Gate>>,
+    /// Where the scheduler publishes its pause gate ([`SharedGate`]).
+    pub gates: watch::Sender<Option<Arc<Gate>>>,
 }
 
 /// Runs until `shutdown` is cancelled or the configuration channel closes, then waits at most
 /// `drain` (the shutdown grace period) for running polls, which cancellation has already cut
-/// short.
+/// short. Publishes its pause gate on `gates` (see [`SharedGate`]).
 pub async fn run(
     mut active: watch::Receiver<Arc<Active>>,
     mut inputs: Inputs,
@@ -74,7 +79,9 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let first = Arc::clone(&active.borrow_and_update());
     let mut dispatcher = Dispatcher::new(&first, Arc::clone(&metrics), Arc::clone(&state));
-    inputs.gates.send_replace(Arc::clone(&dispatcher.ctx.gate));
+    inputs
+        .gates
+        .send_replace(Some(Arc::clone(&dispatcher.ctx.gate)));
     inputs.watch_list.borrow_and_update();
     dispatcher.start(Instant::now());
     let (done_tx, mut done) = mpsc::unbounded_channel::<Finished>();
@@ -90,7 +97,7 @@ pub async fn run(
                 }
                 let next = Arc::clone(&active.borrow_and_update());
                 dispatcher.reconfigure(&next);
-                inputs.gates.send_replace(Arc::clone(&dispatcher.ctx.gate));
+                inputs.gates.send_replace(Some(Arc::clone(&dispatcher.ctx.gate)));
             }
             changed = inputs.watch_list.changed() => {
                 if changed.is_err() {

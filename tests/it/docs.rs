@@ -32,11 +32,13 @@ async fn every_family_a_scrape_returns_is_in_the_metrics_reference() {
         );
         let sandbox = Sandbox::start(vec![task]).await;
         // The second task does not exist: its 404 brings the error families.
-        let exporter =
-            Exporter::start(&ConfigYaml::new(&sandbox.url(), &[&red, &missing]).render()).await;
+        let mut config = ConfigYaml::new(&sandbox.url(), &[&red, &missing]);
+        config.health_interval = "1m";
+        let exporter = Exporter::start(&config.render()).await;
         let scrape = exporter
-            .scrape_until("both tasks polled", |s| {
+            .scrape_until("both tasks polled and the appliance checked", |s| {
                 s.count("krs_task_last_poll_timestamp_seconds", &[]) == 2
+                    && s.count("krs_sandbox_info", &[]) == 1
             })
             .await;
         let families: BTreeSet<&str> = scrape

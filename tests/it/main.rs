@@ -11,6 +11,7 @@ mod docs;
 mod errors;
 mod faults;
 mod flood;
+mod health;
 mod lifecycle;
 mod pages;
 mod sharding;

@@ -114,12 +114,15 @@ impl Drop for Sandbox {
     }
 }
 
-/// A configuration file for tests: fast polling, short retries.
+/// A configuration file for tests: fast polling, short retries, no health checks (their
+/// requests would change the counts other tests assert on; the health tests turn them on).
 pub struct ConfigYaml {
     pub url: String,
     pub password: String,
     pub tasks: Vec<String>,
     pub interval: &'static str,
+    /// `polling.health_interval`; `0s` (off) unless a test sets it.
+    pub health_interval: &'static str,
     pub timeout: &'static str,
     pub retry: &'static str,
     pub max_response_bytes: u64,
@@ -133,6 +136,7 @@ impl ConfigYaml {
             password: PASSWORD.to_string(),
             tasks: tasks.iter().map(|t| t.to_string()).collect(),
             interval: "1s",
+            health_interval: "0s",
             timeout: "500ms",
             retry: "{initial_interval: 50ms, max_interval: 200ms, randomization_factor: 0.1, max_elapsed_time: 900ms}",
             max_response_bytes: 65536,
@@ -149,11 +153,12 @@ impl ConfigYaml {
             tasks.push_str("  []\n");
         }
         format!(
-            "sandbox:\n  url: {url}\n  username: {USER}\n  password: \"{pw}\"\n  timeout: {timeout}\n  max_response_bytes: {max}\npolling:\n  interval: {interval}\n  concurrency: 4\n  retry: {retry}\ntasks:\n{tasks}{extra}",
+            "sandbox:\n  url: {url}\n  username: {USER}\n  password: \"{pw}\"\n  timeout: {timeout}\n  max_response_bytes: {max}\npolling:\n  interval: {interval}\n  health_interval: {health}\n  concurrency: 4\n  retry: {retry}\ntasks:\n{tasks}{extra}",
             url = self.url,
             pw = self.password,
             timeout = self.timeout,
             interval = self.interval,
+            health = self.health_interval,
             retry = self.retry,
             max = self.max_response_bytes,
             extra = self.extra,
