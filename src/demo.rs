@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    Config, MetricsConfig, PollingConfig, RetryConfig, SandboxConfig, TaskId, TaskLabels, TaskSpec,
+    Config, DiscoveryConfig, MetricsConfig, PollingConfig, RetryConfig, SandboxConfig, TaskId,
+    TaskLabels, TaskSpec,
 };
 use crate::secret::Secret;
 use krs_sandbox_sim::{self as simulator, Scenario, SimHandle};
@@ -18,6 +19,10 @@ use krs_sandbox_sim::{self as simulator, Scenario, SimHandle};
 /// The demo polls often so that the scenario's timeline (a Red file at about one minute, a zone
 /// change at ninety seconds) shows within two minutes.
 const DEMO_INTERVAL: Duration = Duration::from_secs(10);
+/// Detonating samples are polled at a quicker pace, so a file shows within seconds.
+const DEMO_ACTIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Finished samples are looked at again now and then.
+const DEMO_SETTLED_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A running simulator and the configuration that watches it.
 pub struct Demo {
@@ -57,14 +62,14 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
         tasks.push(TaskSpec {
             id: TaskId::parse(&task.id).map_err(|_| DemoError::TaskId(task.id.clone()))?,
             name: task.name.clone().unwrap_or_default(),
-            labels: TaskLabels::from([("source".to_string(), "demo".to_string())]),
+            labels: TaskLabels::from([("env".to_string(), "demo".to_string())]),
         });
     }
     tasks.push(TaskSpec {
         id: TaskId::parse(simulator::DEMO_MISSING_TASK_ID)
             .map_err(|_| DemoError::TaskId(simulator::DEMO_MISSING_TASK_ID.into()))?,
         name: "never-existed".to_string(),
-        labels: TaskLabels::from([("source".to_string(), "demo".to_string())]),
+        labels: TaskLabels::from([("env".to_string(), "demo".to_string())]),
     });
     let credentials = scenario.credentials();
     Ok(Config {
@@ -76,15 +81,15 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
             password_file: None,
             ca_file: None,
             insecure_skip_verify: false,
-            timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(3),
             max_response_bytes: 16 * 1024 * 1024,
             max_records: 10_000,
         },
         polling: PollingConfig {
             interval: DEMO_INTERVAL,
-            active_interval: DEMO_INTERVAL,
-            settled_interval: Some(DEMO_INTERVAL),
-            lifecycle: false,
+            active_interval: DEMO_ACTIVE_INTERVAL,
+            settled_interval: Some(DEMO_SETTLED_INTERVAL),
+            lifecycle: true,
             health_interval: Some(DEMO_INTERVAL),
             concurrency: 4,
             retry: RetryConfig {
@@ -96,7 +101,16 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
             },
         },
         tasks: tasks.into(),
-        discovery: None,
+        // The simulated sandbox keeps receiving samples: discovery watches them arrive,
+        // detonate and complete.
+        discovery: Some(DiscoveryConfig {
+            interval: DEMO_INTERVAL,
+            lookback: Duration::from_secs(3600),
+            zones: Vec::new(),
+            max_tasks: 500,
+            page_size: 100,
+            labels: TaskLabels::from([("env".to_string(), "demo".to_string())]),
+        }),
         metrics: MetricsConfig::default(),
     })
 }

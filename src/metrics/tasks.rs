@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::exposition::{self, header, sample, Chunks, UnixMillis};
+use crate::lifecycle::TaskLife;
 use crate::state::{Snapshot, State, TaskRow};
 use crate::zone::DangerZone;
 
@@ -144,11 +145,20 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State, families: &TaskFamilies) {
         "gauge",
         "Watch-list metadata of a task (always 1), for joins.",
     );
-    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2 + watch.label_keys.len());
-    for (spec, _) in view.tasks() {
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(3 + watch.label_keys.len());
+    let configured = watch.tasks.len() - watch.discovered;
+    for (i, (spec, _)) in view.tasks().enumerate() {
         labels.clear();
         labels.push(("task_id", spec.id.as_str()));
         labels.push(("name", &spec.name));
+        labels.push((
+            "source",
+            if i < configured {
+                "static"
+            } else {
+                "discovered"
+            },
+        ));
         for key in &watch.label_keys {
             let value = spec.labels.get(key).unwrap_or("");
             labels.push((key, value));
@@ -189,7 +199,7 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State, families: &TaskFamilies) {
         "HTTP status of the latest poll's final attempt; 0 when no response arrived.",
         |t| Some(u64::from(t.last_status.unwrap_or(0))),
     );
-    if !complete {
+    if !complete || !lifecycle_families(out, &view) {
         return;
     }
 
@@ -252,6 +262,72 @@ fn first_lines(text: &str, n: usize) -> &str {
         .map_or(text.len(), |(i, _)| i + 1);
     &text[..end]
 }
+
+/// The families of what the sandbox says of each task's state, for the tasks whose state is
+/// known: `krs_task_state`, `krs_task_zone`, `krs_task_verdict` and the two timestamps.
+/// `false` once the client is gone.
+fn lifecycle_families(out: &mut Chunks<'_>, view: &crate::state::View) -> bool {
+    let lives: Vec<(&str, &TaskLife)> = view
+        .tasks()
+        .filter_map(|(spec, t)| Some((spec.id.as_str(), t.life.as_deref()?)))
+        .collect();
+    let families: [(&str, &str, LabelOf); 3] = [
+        (
+            "krs_task_state",
+            "The task's state as the sandbox reports it (always 1; one series per task).",
+            |l| ("state", l.state.as_str()),
+        ),
+        (
+            "krs_task_zone",
+            "The sample's own danger zone from the task's parameters (always 1; Unknown until graded).",
+            |l| ("danger_zone", l.zone.as_str()),
+        ),
+        (
+            "krs_task_verdict",
+            "The sample's verdict from the task's parameters (always 1; Unknown until completed).",
+            |l| ("verdict", &l.verdict),
+        ),
+    ];
+    for (name, help, label) in families {
+        header(out.text(), name, "gauge", help);
+        for (id, life) in &lives {
+            sample(out.text(), name, &[("task_id", id), label(life)], 1u64);
+            if !out.boundary() {
+                return false;
+            }
+        }
+    }
+    let times: [(&str, &str, TimeOf); 2] = [
+        (
+            "krs_task_created_timestamp_seconds",
+            "When the task was created (Unix seconds).",
+            |l| l.created,
+        ),
+        (
+            "krs_task_processed_timestamp_seconds",
+            "When the task's analysis ended (Unix seconds); absent until then.",
+            |l| l.processed,
+        ),
+    ];
+    for (name, help, time) in times {
+        header(out.text(), name, "gauge", help);
+        for (id, life) in &lives {
+            if let Some(t) = time(life) {
+                sample(out.text(), name, &[("task_id", id)], unix_millis(t));
+                if !out.boundary() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// The time a lifecycle family takes from a task's life.
+type TimeOf = fn(&TaskLife) -> Option<SystemTime>;
+
+/// The label a lifecycle family takes from a task's life.
+type LabelOf = for<'a> fn(&'a TaskLife) -> (&'static str, &'a str);
 
 /// One gauge family of the polled tasks, one sample per task for which `value` has one;
 /// `false` once the client is gone.

@@ -37,7 +37,7 @@ use crate::lifecycle::{self, Pace, TaskLife};
 use crate::metrics::Metrics;
 use crate::sandbox::decode::lifecycle::TaskState;
 use crate::sandbox::{Downloads, SandboxClient};
-use crate::state::State;
+use crate::state::{PollError, State};
 use budget::RetryBudget;
 use gate::{Gate, PauseChange};
 use paces::{Intervals, Move, Paces};
@@ -233,6 +233,10 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
     );
     match (&error, applied.was_up) {
         (None, Some(false)) => info!(task_id = %task, "task poll recovered"),
+        // A pause is one appliance-wide event, logged once as it starts, not once per task.
+        (Some(e @ PollError::Paused { .. }), _) => {
+            debug!(task_id = %task, error = %e, "task poll held back by the pause")
+        }
         (Some(e), None | Some(true)) => {
             warn!(task_id = %task, status, error = %e, "task poll failed")
         }
