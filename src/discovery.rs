@@ -245,7 +245,21 @@ pub struct Discovery {
 impl Discovery {
     /// Publishes `fleet`'s watch list to the state and tells the scheduler.
     pub fn publish(fleet: &Fleet, state: &State, changed: &watch::Sender<u64>) {
+        Self::publish_with(fleet, None, state, changed);
+    }
+
+    /// [`Discovery::publish`], with the states a read of the task list found recorded before
+    /// the scheduler hears of the change, so that it sets every pace from them at once.
+    fn publish_with(
+        fleet: &Fleet,
+        read: Option<&Read>,
+        state: &State,
+        changed: &watch::Sender<u64>,
+    ) {
         state.replace_watch_list(fleet.watch_list());
+        if let Some(read) = read {
+            state.set_lives(fleet.lives(read));
+        }
         changed.send_modify(|n| *n += 1);
     }
 
@@ -288,8 +302,7 @@ impl Discovery {
                     let (truncated, count) = {
                         let mut fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
                         let truncated = fleet.set_discovered(&read, now);
-                        Self::publish(&fleet, &self.state, &self.changed);
-                        self.state.set_lives(fleet.lives(&read));
+                        Self::publish_with(&fleet, Some(&read), &self.state, &self.changed);
                         (truncated, fleet.discovered_count())
                     };
                     self.metrics.discovery.record_read(count, truncated, now);

@@ -115,6 +115,10 @@ pub async fn run(
                     debug!(task_id = %task, "previous poll still running; skipping this turn");
                     continue;
                 }
+                if !dispatcher.may_start(&task, next_due.unwrap_or_else(Instant::now)) {
+                    debug!(task_id = %task, "polled less than an active interval ago; skipping this turn");
+                    continue;
+                }
                 let ctx = Arc::clone(&dispatcher.ctx);
                 let permit = tokio::select! {
                     p = Arc::clone(&ctx.permits).acquire_owned() => match p {
@@ -256,6 +260,9 @@ struct Dispatcher {
     /// Configured tasks the latest read of the task list did not cover: they are asked for
     /// their parameters.
     unlisted: HashSet<TaskId>,
+    /// When each task's latest poll started: however its state flaps between paces, no task is
+    /// polled more often than once per active interval.
+    started: HashMap<TaskId, Instant>,
 }
 
 impl Dispatcher {
@@ -268,6 +275,7 @@ impl Dispatcher {
             paces: Paces::new(intervals(config), Instant::now()),
             settled_for: HashMap::new(),
             unlisted: HashSet::new(),
+            started: HashMap::new(),
         }
     }
 
@@ -310,6 +318,7 @@ impl Dispatcher {
         let wanted: HashSet<&TaskId> = lives.iter().map(|l| &l.id).collect();
         self.paces.retain(|id| wanted.contains(id));
         self.settled_for.retain(|id, _| wanted.contains(id));
+        self.started.retain(|id, _| wanted.contains(id));
         self.unlisted = lives
             .iter()
             .filter(|l| l.configured && !l.listed)
@@ -377,6 +386,20 @@ impl Dispatcher {
             polled,
             self.settled_for.get(id).map(|r| &**r),
         )
+    }
+
+    /// Whether the turn of `task` due at `due` may be taken (and records it if so). Turns are
+    /// compared by due time, with a tenth of the interval to spare, so a ring's own rhythm is
+    /// never mistaken for a flap.
+    fn may_start(&mut self, task: &TaskId, due: Instant) -> bool {
+        let gap = self.paces.intervals().active.mul_f64(0.9);
+        match self.started.get(task) {
+            Some(last) if due.saturating_duration_since(*last) < gap => false,
+            _ => {
+                self.started.insert(task.clone(), due);
+                true
+            }
+        }
     }
 
     /// What the next poll of `task` asks for.
