@@ -1,24 +1,31 @@
 //! krs-exporter: a Prometheus exporter for Kaspersky Research Sandbox.
 //!
-//! It polls `GET /api/v1/sandbox/tasks/{id}/downloads` for every task of a YAML watch list and
-//! serves per-task danger-zone counts, YARA and detection matches, fleet counters of new
-//! activity, and the health of the sandbox API on `/metrics`.
+//! It polls `GET /api/v1/sandbox/tasks/{id}/downloads` for every watched task (the configured
+//! `tasks:` and, with discovery, the tasks the sandbox lists), each at the pace its lifecycle
+//! state deserves, and serves per-task danger-zone counts, YARA and detection matches, fleet
+//! counters of new activity, each task's state, and the health of the sandbox and its API on
+//! `/metrics`.
 //!
 //! # Component map
 //! Data flows one way; an arrow is also the direction of the imports (the downstream module
 //! names the upstream one's types, never the reverse):
 //!
 //! ```text
-//! config ──► scheduler ──► sandbox (client, urls, decode, classify) ──► state ──► metrics ──┐
-//!   ▲          │ (retry, gate, budget)                                    │          ▲        ├─► server
-//!   │          ├──── records attempts, polls, pauses, panics ─────────────┼──────────┤        │
-//!   │          └─► health (same gate) ── records the sandbox's health ────┼──────────┘        │
-//!   │                                                                     └─► landing ────────┘
+//! config ──► discovery ──(watch list, task states)──────────────────────────┐
+//!   │          │ (task list, through the scheduler's gate)                  ▼
+//!   ├──────► scheduler ──► sandbox (client, urls, decode, classify) ──► state ──► metrics ──┐
+//!   │          │ (lifecycle paces, retry, gate, budget)                    │          ▲      ├─► server
+//!   │          ├──── records attempts, polls, pauses, panics ──────────────┼──────────┤      │
+//!   │          └─► health (same gate) ── records the sandbox's health ─────┼──────────┘      │
+//!   │                                                                      └─► landing ──────┘
 //!   └── app (reload, shutdown) ◄── SIGHUP / POST /-/reload
 //! ```
 //!
 //! The scheduler hands each finished poll to the state and records it in metrics; the state
-//! imports neither. The health loop shares the scheduler's pause gate and writes only metrics. The server reads the state and renders metrics; it never calls the sandbox.
+//! imports neither. Discovery merges the configured and the listed tasks into the state's watch
+//! list and tells the scheduler, which sets each task's pace from [`lifecycle`]. The health loop
+//! shares the scheduler's pause gate and writes only metrics. The server reads the state and
+//! renders metrics; it never calls the sandbox.
 //!
 //! Beside this crate, the workspace holds the crates it reads through:
 //! - `krs_web_config`: `--web.config.file` (TLS, client certificates, basic auth, headers), and
@@ -32,7 +39,9 @@
 //! | [`cli`] | flags, the top-level flow, exit codes |
 //! | [`config`] | the YAML file: parsing, `${VAR}` expansion, validation into [`config::Config`] |
 //! | [`app`] | wiring, reloads, the shutdown path |
-//! | [`scheduler`] | when each task is polled, concurrency, retries, the pause gate |
+//! | [`discovery`] | reading the task list; merging configured and discovered tasks into the watch list |
+//! | [`lifecycle`] | what is known of a task's state, and the pace it deserves |
+//! | [`scheduler`] | when each task is polled (one ring per pace), concurrency, retries, the pause gate |
 //! | [`health`] | the appliance's own health and version, checked through the scheduler's pause gate |
 //! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
 //! | [`sandbox`] | one HTTP attempt, the API's URL layout, response decoding, error classification |
