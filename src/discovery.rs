@@ -8,7 +8,7 @@
 //!   are named from their sample (`OriginalFileName`, else `FileName`: chosen by whoever
 //!   submitted it, so cleaned and cut like any label value), filtered by zone, kept within
 //!   `max_tasks` (the newest; the cut is counted), and only this replica's shard is kept.
-//! - [`run`] reads the list every `discovery.interval`. A read that fails keeps the previous
+//! - [`Discovery::run`] reads the list every `discovery.interval`. A read that fails keeps the previous
 //!   discovered set (and says so in a log line and in the age of
 //!   `krs_discovery_last_success_timestamp_seconds`) rather than dropping every task.
 //!

@@ -4,7 +4,7 @@
 //! The vendor publishes no response example for the first two, so they are decoded by the same
 //! rules as downloads: an array of records, a single record, or a wrapper object holding the
 //! array of records; keys ASCII case-insensitive; unknown keys ignored; one record that cannot
-//! be understood skipped and counted, never hiding the others ([`super::scan`] finds each
+//! be understood skipped and counted, never hiding the others (`scan` finds each
 //! element, each is parsed alone and repaired once when the strict parse fails).
 //!
 //! Every string here is untrusted (`OriginalFileName` is chosen by whoever submitted the

@@ -3,7 +3,7 @@
 //! The vendor documents neither body precisely, so decoding is liberal about shape and field
 //! types. The file names in a body are chosen by the malware being detonated, so the decoder's
 //! first rule is that **one record never hides another**: a body is decoded record by record
-//! ([`scan`] finds each element without building a document), a record the decoder cannot
+//! (`scan` finds each element without building a document), a record the decoder cannot
 //! understand is skipped and counted, and every other record is exported. Nothing here panics on
 //! any input or recurses on the body's nesting, work is linear in the body, and no error message
 //! quotes the body.
@@ -22,7 +22,7 @@
 //! | anything else: a scalar, or an object with neither record keys nor such an array | [`DecodeError::Shape`] |
 //!
 //! # One record
-//! Each element is parsed strictly first. If that fails it is repaired ([`repair`]) and parsed
+//! Each element is parsed strictly first. If that fails it is repaired (`repair`) and parsed
 //! once more: bytes that are not UTF-8 and lone UTF-16 surrogate escapes (`"x\ud800y.txt"`,
 //! legal in NTFS names) become U+FFFD, raw control characters are escaped, and numbers no float
 //! holds (`1e400`, `NaN`, `Infinity`) become 0; each repair is counted ([`RepairKind`]). A record
@@ -299,7 +299,7 @@ impl Collector {
 }
 
 /// One element: a record, `None` for `null`, or why it was skipped. A record the strict
-/// parse refuses is repaired ([`repair`]) and parsed once more.
+/// parse refuses is repaired (`repair`) and parsed once more.
 fn decode_record(
     bytes: &[u8],
     repaired: &mut [u64; RepairKind::ALL.len()],
