@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
 
-use super::registry::register;
+use super::family::register;
 use crate::sandbox::PauseReason;
 
 /// Handles for the pause and the retry budget, and the current pause for the status page.

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 
-use super::registry::register;
-use super::registry::unix_seconds;
+use super::family::register;
+use super::family::unix_seconds;
 
 /// The label values of a family without labels.
 const NONE: &[&str] = &[];

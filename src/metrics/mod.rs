@@ -15,6 +15,7 @@
 pub mod appliance;
 pub mod discovery;
 pub mod exposition;
+mod family;
 pub mod registry;
 pub mod sandbox;
 pub mod tasks;
@@ -26,7 +27,8 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::state::State;
 use exposition::Chunks;
-pub use registry::{unix_seconds, Metrics};
+pub use family::unix_seconds;
+pub use registry::Metrics;
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use prometheus::core::Collector;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry,
 };
 
+use super::family::{register, unix_seconds};
 use super::{appliance, discovery, sandbox, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
@@ -371,23 +371,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new(Shard::ALL)
     }
-}
-/// Registers a metric built from a static definition and returns it (a handle sharing the
-/// registered one). Panics only on a programming error: an invalid definition or a name
-/// registered twice, which every test run would show.
-pub(super) fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
-where
-    M: Collector + Clone + 'static,
-{
-    let metric = metric.expect("static metric definition is valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique");
-    metric
-}
-
-/// Seconds since the Unix epoch, with millisecond resolution.
-pub fn unix_seconds(t: SystemTime) -> f64 {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
 }

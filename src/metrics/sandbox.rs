@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 
-use super::registry::{register, unix_seconds};
+use super::family::{register, unix_seconds};
 use crate::labels;
 use crate::sandbox::decode::lifecycle::{Health, Version};
 

@@ -4,7 +4,7 @@
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
-use super::registry::register;
+use super::family::register;
 
 /// Why the server closed a connection that had not been served to its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
