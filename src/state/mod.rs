@@ -11,20 +11,16 @@
 //! old or the new watch list, never a mix.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
 use crate::config::{Config, MetricsConfig, TaskId, TaskSpec};
-use crate::labels::{self, OTHER};
+use crate::labels;
 use crate::lifecycle::TaskLife;
 use crate::sandbox::decode::lifecycle::TaskState as SandboxState;
-use crate::sandbox::decode::Decoded;
-use crate::sandbox::{
-    ApiFailure, AttemptError, BodyDigest, Download, Downloads, FailureReason, PauseReason,
-};
+use crate::sandbox::{ApiFailure, AttemptError, BodyDigest, Downloads, FailureReason, PauseReason};
 use crate::zone::DangerZone;
 
 /// Cap on the length of a stored error message (they can quote the sandbox).
@@ -554,214 +550,18 @@ enum Outcome {
     Failed(String),
 }
 
-/// Rules present at a task's baseline poll: their series start at 0 (within the fleet cap).
-fn baseline_rules(
-    rule_labels: &HashMap<u64, String>,
-    fleet_rules: &mut HashSet<String>,
-    cap: usize,
-) -> NewActivity {
-    let mut known: Vec<String> = rule_labels.values().cloned().collect();
-    known.sort_unstable();
-    known.dedup();
-    known.retain(|rule| {
-        fleet_rules.contains(rule.as_str())
-            || (fleet_rules.len() < cap && fleet_rules.insert(rule.clone()))
-    });
-    NewActivity {
-        known_rules: known,
-        ..NewActivity::default()
-    }
-}
+mod snapshot;
 
-/// Files and (file, rule) matches of `current` that `previous` did not have; rules beyond the
-/// fleet cap are counted under [`OTHER`]. Linear in the files and rules of both polls.
-fn new_activity(
-    current: &HashMap<u64, SeenFile>,
-    rule_labels: &HashMap<u64, String>,
-    previous: &HashMap<u64, SeenFile>,
-    fleet_rules: &mut HashSet<String>,
-    cap: usize,
-) -> NewActivity {
-    let mut activity = NewActivity::default();
-    let label = |hash: &u64| rule_labels.get(hash).cloned();
-    for (key, new) in current {
-        match previous.get(key) {
-            None => {
-                activity.downloads.push(new.zone);
-                activity
-                    .yara_hits
-                    .extend(new.rules.iter().filter_map(label));
-            }
-            Some(old) => {
-                if old.zone != new.zone {
-                    activity.downloads.push(new.zone);
-                }
-                for hash in &new.rules {
-                    if old.rules.binary_search(hash).is_err() {
-                        activity.yara_hits.extend(label(hash));
-                    }
-                }
-            }
-        }
-    }
-    // The files come out of a hash map: a stable order keeps logs and tests repeatable.
-    activity.downloads.sort_unstable();
-    activity.yara_hits.sort_unstable();
-    for rule in &mut activity.yara_hits {
-        if !fleet_rules.contains(rule.as_str()) {
-            if fleet_rules.len() < cap {
-                fleet_rules.insert(rule.clone());
-            } else {
-                *rule = OTHER.to_string();
-            }
-        }
-    }
-    activity
-}
-
-/// A successful response digested outside the lock.
-struct Prepared {
-    snapshot: Snapshot,
-    /// One entry per distinct file of the response (a file listed twice is one file).
-    seen: HashMap<u64, SeenFile>,
-    /// Hash of a raw rule name → its label value, for every rule of the response.
-    rule_labels: HashMap<u64, String>,
-}
-
-/// Counts, cleans and caps one response. Linear in the records and their values: each file
-/// keeps at most `max_label_values` distinct rules and detections (the rest as one
-/// [`OTHER`]), and at most `max_file_info_series` files get an info series, Red first.
-fn prepare(decoded: &Decoded, limits: &Limits) -> Prepared {
-    let max = limits.max_label_length;
-    let per_file = limits.max_label_values;
-    let mut snapshot = Snapshot::default();
-    let mut yara: HashMap<String, u64> = HashMap::new();
-    let mut detections: HashMap<String, u64> = HashMap::new();
-    let mut seen: HashMap<u64, SeenFile> = HashMap::with_capacity(decoded.files.len());
-    let mut rule_labels: HashMap<u64, String> = HashMap::new();
-    let mut labels_of_file: Vec<String> = Vec::new();
-    for file in &decoded.files {
-        snapshot.zones[file.zone.index()] += 1;
-        snapshot.bytes = snapshot.bytes.saturating_add(file.size);
-        snapshot.https += u64::from(file.is_https);
-        let entry = seen.entry(file_key(file)).or_insert(SeenFile {
-            zone: file.zone,
-            rules: Vec::new(),
-        });
-        entry.zone = file.zone;
-        // Distinct rules of this record (the decoder already removed exact duplicates).
-        for (i, rule) in file.yara_rules.iter().enumerate() {
-            let name = if i < per_file { rule.as_str() } else { OTHER };
-            let hash = hash_of(name);
-            let label = rule_labels
-                .entry(hash)
-                .or_insert_with(|| labels::clean(name, max));
-            entry.rules.push(hash);
-            labels_of_file.push(label.clone());
-            if i >= per_file {
-                break;
-            }
-        }
-        // Two raw names can clean to one label: count the file once per label.
-        labels_of_file.sort_unstable();
-        labels_of_file.dedup();
-        for label in labels_of_file.drain(..) {
-            *yara.entry(label).or_default() += 1;
-        }
-        let mut file_detections: Vec<String> = file
-            .detection_names
-            .iter()
-            .take(per_file)
-            .map(|d| labels::clean(d, max))
-            .collect();
-        if file.detection_names.len() > per_file {
-            file_detections.push(OTHER.to_string());
-        }
-        file_detections.sort_unstable();
-        file_detections.dedup();
-        for d in file_detections {
-            *detections.entry(d).or_default() += 1;
-        }
-        if limits.file_info_zones[file.zone.index()] {
-            snapshot.files.push(FileInfo {
-                zone: file.zone,
-                sha256: labels::clean(&file.sha256, max),
-                name: labels::clean(&file.name, max),
-                file_type: labels::clean(&file.file_type, max),
-            });
-        }
-    }
-    for file in seen.values_mut() {
-        file.rules.sort_unstable();
-        file.rules.dedup();
-    }
-    for (zone, cut) in decoded.report.cut_zones.iter().enumerate() {
-        snapshot.zones[zone] += cut;
-    }
-    snapshot.skipped_records = decoded.report.skipped_total();
-    snapshot.yara = cap_values(yara, limits.max_label_values);
-    snapshot.detections = cap_values(detections, limits.max_label_values);
-    snapshot
-        .files
-        .sort_by(|a, b| (a.zone, &a.sha256, &a.name).cmp(&(b.zone, &b.sha256, &b.name)));
-    snapshot.files.dedup();
-    if snapshot.files.len() > limits.max_file_info_series {
-        snapshot.files_dropped = (snapshot.files.len() - limits.max_file_info_series) as u64;
-        snapshot.files.truncate(limits.max_file_info_series);
-    }
-    Prepared {
-        snapshot,
-        seen,
-        rule_labels,
-    }
-}
-
-/// Keeps the `max` values with the most files (ties by name) and sums the rest under
-/// [`OTHER`]; the result is sorted by value for stable output.
-fn cap_values(values: HashMap<String, u64>, max: usize) -> Vec<(String, u64)> {
-    let mut values: Vec<(String, u64)> = values.into_iter().collect();
-    if values.len() > max {
-        values.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let other: u64 = values[max..].iter().map(|(_, n)| n).sum();
-        values.truncate(max);
-        match values.iter_mut().find(|(v, _)| v == OTHER) {
-            Some(existing) => existing.1 += other,
-            None => values.push((OTHER.to_string(), other)),
-        }
-    }
-    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    values
-}
-
-/// A file's identity within its task: its SHA-256, or its name and size when the hash is empty.
-/// Keyed per process, so a file name chosen by malware cannot be made to collide with another
-/// file's identity and pass as already counted.
-fn file_key(file: &Download) -> u64 {
-    let mut h = hasher().build_hasher();
-    if file.sha256.is_empty() {
-        1u8.hash(&mut h);
-        file.name.hash(&mut h);
-        file.size.hash(&mut h);
-    } else {
-        0u8.hash(&mut h);
-        file.sha256.hash(&mut h);
-    }
-    h.finish()
-}
-
-fn hash_of(s: &str) -> u64 {
-    hasher().hash_one(s)
-}
-
-fn hasher() -> &'static RandomState {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new)
-}
+use snapshot::{baseline_rules, new_activity, prepare, Prepared};
 
 #[cfg(test)]
 mod tests {
+    use super::snapshot::cap_values;
     use super::*;
     use crate::config::TaskLabels;
+    use crate::labels::OTHER;
+    use crate::sandbox::decode::Decoded;
+    use crate::sandbox::Download;
 
     fn task(id: &str) -> TaskSpec {
         TaskSpec {
