@@ -37,7 +37,7 @@ use crate::lifecycle::{self, Pace, TaskLife};
 use crate::metrics::Metrics;
 use crate::sandbox::decode::lifecycle::TaskState;
 use crate::sandbox::{Downloads, SandboxClient};
-use crate::state::{PollError, State};
+use crate::state::{Life, PollError, State};
 use budget::RetryBudget;
 use gate::{Gate, PauseChange};
 use paces::{Intervals, Move, Paces};
@@ -274,6 +274,9 @@ impl Dispatcher {
     /// The first schedule: every task's first poll spread over one interval.
     fn start(&mut self, now: Instant) {
         let lives = self.state.lives();
+        // Without discovery no read of the task list ever reconciles: the configured tasks
+        // must be known as unlisted from the start, or their states would never be asked for.
+        self.unlisted = unlisted(&lives);
         let moves = lives
             .iter()
             .map(|l| Move {
@@ -310,11 +313,7 @@ impl Dispatcher {
         let wanted: HashSet<&TaskId> = lives.iter().map(|l| &l.id).collect();
         self.paces.retain(|id| wanted.contains(id));
         self.settled_for.retain(|id, _| wanted.contains(id));
-        self.unlisted = lives
-            .iter()
-            .filter(|l| l.configured && !l.listed)
-            .map(|l| l.id.clone())
-            .collect();
+        self.unlisted = unlisted(&lives);
         let mut added = 0;
         let (mut configured, mut discovered) = (Vec::new(), Vec::new());
         for l in &lives {
@@ -396,6 +395,15 @@ impl Dispatcher {
     fn paces_intervals(&self) -> Intervals {
         self.paces.intervals()
     }
+}
+
+/// Configured tasks the latest read of the task list did not cover.
+fn unlisted(lives: &[Life]) -> HashSet<TaskId> {
+    lives
+        .iter()
+        .filter(|l| l.configured && !l.listed)
+        .map(|l| l.id.clone())
+        .collect()
 }
 
 /// The rings' intervals of `config`.
