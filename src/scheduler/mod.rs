@@ -124,6 +124,7 @@ pub async fn run(
                     () = shutdown.cancelled() => break,
                 };
                 let plan = dispatcher.plan(&task);
+                let completed = dispatcher.completed_run(&task);
                 let (state, metrics, shutdown) =
                     (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
                 let id = task.clone();
@@ -132,9 +133,15 @@ pub async fn run(
                 spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, guard_shutdown, async move {
                     if let Some(end) = poll::poll(&ctx, &task, plan, permit, &shutdown).await {
                         let ok = end.report.result.is_ok();
+                        // The parameters this poll read first are newer than what was known.
+                        let settles = match &end.report.life {
+                            Some(life) => (life.state == TaskState::Completed)
+                                .then(|| life.result_id.clone()),
+                            None => completed,
+                        };
                         // Digesting a large response is CPU work: off the async workers.
                         blocking::run(move || finish(end, &state, &metrics)).await;
-                        let _ = done.send(Finished { task, ok });
+                        let _ = done.send(Finished { task, ok, settles });
                     }
                 });
             }
@@ -150,6 +157,10 @@ pub async fn run(
 struct Finished {
     task: TaskId,
     ok: bool,
+    /// The `ResultId` of the completed run known before the poll asked for the downloads: only
+    /// such a poll can be the final one. A poll that was already running when completion was
+    /// seen may have read the downloads before the last files appeared.
+    settles: Option<Box<str>>,
 }
 
 /// Runs one poll as its own task with the task's busy flag set, so that a panic inside it
@@ -341,15 +352,18 @@ impl Dispatcher {
         added
     }
 
-    /// A poll ended: a successful poll of a completed task settles it for its `ResultId`; the
-    /// task then moves to the pace its state deserves.
+    /// A poll ended: a successful poll that started once the task was known to be completed
+    /// settles it for its `ResultId`; the task then moves to the pace its state deserves.
     fn finished(&mut self, finished: Finished) {
         let Some(current) = self.paces.pace(&finished.task) else {
             return;
         };
         let (life, polled) = self.state.life(&finished.task);
         if let Some(life) = &life {
-            if finished.ok && life.state == TaskState::Completed {
+            if finished.ok
+                && life.state == TaskState::Completed
+                && finished.settles.as_deref() == Some(&*life.result_id)
+            {
                 self.settled_for
                     .insert(finished.task.clone(), life.result_id.clone());
             }
@@ -376,6 +390,13 @@ impl Dispatcher {
             polled,
             self.settled_for.get(id).map(|r| &**r),
         )
+    }
+
+    /// The `ResultId` of `task`'s run if it is known to be completed now.
+    fn completed_run(&self, task: &TaskId) -> Option<Box<str>> {
+        let (life, _) = self.state.life(task);
+        life.filter(|l| l.state == TaskState::Completed)
+            .map(|l| l.result_id.clone())
     }
 
     /// What the next poll of `task` asks for.
