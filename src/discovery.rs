@@ -288,8 +288,12 @@ impl Discovery {
                     let (truncated, count) = {
                         let mut fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
                         let truncated = fleet.set_discovered(&read, now);
-                        Self::publish(&fleet, &self.state, &self.changed);
+                        // The states go in before the scheduler hears of the change, or it
+                        // could set the paces from the previous read's states (and a task
+                        // seen completed would wait a whole read for its final poll).
+                        self.state.replace_watch_list(fleet.watch_list());
                         self.state.set_lives(fleet.lives(&read));
+                        self.changed.send_modify(|n| *n += 1);
                         (truncated, fleet.discovered_count())
                     };
                     self.metrics.discovery.record_read(count, truncated, now);
