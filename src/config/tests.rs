@@ -379,3 +379,64 @@ fn the_timeout_must_be_shorter_than_the_active_interval_when_the_lifecycle_sets_
         "{line}"
     );
 }
+
+/// The configuration examples of the README and the reference, as the reader copies them:
+/// list-item indentation removed; files that exist only on the reader's machine (the password
+/// file, the CA bundle) replaced by an inline password.
+fn documented_examples() -> Vec<String> {
+    let docs = [
+        include_str!("../../README.md"),
+        include_str!("../../docs/configuration.md"),
+    ];
+    let mut examples = Vec::new();
+    for doc in docs {
+        for block in doc
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+        {
+            let indent = block
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            let mut yaml = String::new();
+            for line in block.lines().map(|l| l.get(indent..).unwrap_or("")) {
+                match line.trim_start() {
+                    l if l.starts_with("ca_file:") => {}
+                    l if l.starts_with("password_file:") => yaml.push_str("  password: example\n"),
+                    _ => {
+                        yaml.push_str(line);
+                        yaml.push('\n');
+                    }
+                }
+            }
+            if !yaml.contains("sandbox:") {
+                yaml.insert_str(0, MINIMAL);
+            }
+            examples.push(yaml);
+        }
+    }
+    examples
+}
+
+#[test]
+fn every_configuration_example_of_the_readme_and_the_reference_loads() {
+    let examples = documented_examples();
+    assert!(examples.len() >= 5, "{} examples", examples.len());
+    let configs: Vec<Config> = examples
+        .iter()
+        .map(|yaml| load(yaml).unwrap_or_else(|e| panic!("documented example:\n{yaml}\n{e}")))
+        .collect();
+    let with_discovery: Vec<&Config> = configs.iter().filter(|c| c.discovery.is_some()).collect();
+    assert!(
+        with_discovery.len() >= 2,
+        "the README and the discovery section"
+    );
+    for config in with_discovery {
+        assert!(config.polling.lifecycle, "a discovery section turns it on");
+        // The default timeout yielded to the active pace.
+        assert!(config.sandbox.timeout < config.polling.active_interval);
+    }
+}

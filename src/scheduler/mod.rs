@@ -37,7 +37,7 @@ use crate::lifecycle::{self, Pace, TaskLife};
 use crate::metrics::Metrics;
 use crate::sandbox::decode::lifecycle::TaskState;
 use crate::sandbox::{Downloads, SandboxClient};
-use crate::state::{PollError, State};
+use crate::state::{Life, PollError, State};
 use budget::RetryBudget;
 use gate::{Gate, PauseChange};
 use paces::{Intervals, Move, Paces};
@@ -128,6 +128,7 @@ pub async fn run(
                     () = shutdown.cancelled() => break,
                 };
                 let plan = dispatcher.plan(&task);
+                let completed = dispatcher.completed_run(&task);
                 let (state, metrics, shutdown) =
                     (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
                 let id = task.clone();
@@ -136,9 +137,15 @@ pub async fn run(
                 spawn_contained(&tracker, Arc::clone(&dispatcher.metrics), id, busy, guard_shutdown, async move {
                     if let Some(end) = poll::poll(&ctx, &task, plan, permit, &shutdown).await {
                         let ok = end.report.result.is_ok();
+                        // The parameters this poll read first are newer than what was known.
+                        let settles = match &end.report.life {
+                            Some(life) => (life.state == TaskState::Completed)
+                                .then(|| life.result_id.clone()),
+                            None => completed,
+                        };
                         // Digesting a large response is CPU work: off the async workers.
                         blocking::run(move || finish(end, &state, &metrics)).await;
-                        let _ = done.send(Finished { task, ok });
+                        let _ = done.send(Finished { task, ok, settles });
                     }
                 });
             }
@@ -154,6 +161,10 @@ pub async fn run(
 struct Finished {
     task: TaskId,
     ok: bool,
+    /// The `ResultId` of the completed run known before the poll asked for the downloads: only
+    /// such a poll can be the final one. A poll that was already running when completion was
+    /// seen may have read the downloads before the last files appeared.
+    settles: Option<Box<str>>,
 }
 
 /// Runs one poll as its own task with the task's busy flag set, so that a panic inside it
@@ -260,9 +271,6 @@ struct Dispatcher {
     /// Configured tasks the latest read of the task list did not cover: they are asked for
     /// their parameters.
     unlisted: HashSet<TaskId>,
-    /// When each task's latest poll started: however its state flaps between paces, no task is
-    /// polled more often than once per active interval.
-    started: HashMap<TaskId, Instant>,
 }
 
 impl Dispatcher {
@@ -275,13 +283,15 @@ impl Dispatcher {
             paces: Paces::new(intervals(config), Instant::now()),
             settled_for: HashMap::new(),
             unlisted: HashSet::new(),
-            started: HashMap::new(),
         }
     }
 
     /// The first schedule: every task's first poll spread over one interval.
     fn start(&mut self, now: Instant) {
         let lives = self.state.lives();
+        // Without discovery no read of the task list ever reconciles: the configured tasks
+        // must be known as unlisted from the start, or their states would never be asked for.
+        self.unlisted = unlisted(&lives);
         let moves = lives
             .iter()
             .map(|l| Move {
@@ -318,12 +328,7 @@ impl Dispatcher {
         let wanted: HashSet<&TaskId> = lives.iter().map(|l| &l.id).collect();
         self.paces.retain(|id| wanted.contains(id));
         self.settled_for.retain(|id, _| wanted.contains(id));
-        self.started.retain(|id, _| wanted.contains(id));
-        self.unlisted = lives
-            .iter()
-            .filter(|l| l.configured && !l.listed)
-            .map(|l| l.id.clone())
-            .collect();
+        self.unlisted = unlisted(&lives);
         let mut added = 0;
         let (mut configured, mut discovered) = (Vec::new(), Vec::new());
         for l in &lives {
@@ -351,15 +356,18 @@ impl Dispatcher {
         added
     }
 
-    /// A poll ended: a successful poll of a completed task settles it for its `ResultId`; the
-    /// task then moves to the pace its state deserves.
+    /// A poll ended: a successful poll that started once the task was known to be completed
+    /// settles it for its `ResultId`; the task then moves to the pace its state deserves.
     fn finished(&mut self, finished: Finished) {
         let Some(current) = self.paces.pace(&finished.task) else {
             return;
         };
         let (life, polled) = self.state.life(&finished.task);
         if let Some(life) = &life {
-            if finished.ok && life.state == TaskState::Completed {
+            if finished.ok
+                && life.state == TaskState::Completed
+                && finished.settles.as_deref() == Some(&*life.result_id)
+            {
                 self.settled_for
                     .insert(finished.task.clone(), life.result_id.clone());
             }
@@ -388,18 +396,16 @@ impl Dispatcher {
         )
     }
 
-    /// Whether the turn of `task` due at `due` may be taken (and records it if so). Turns are
-    /// compared by due time, with a tenth of the interval to spare, so a ring's own rhythm is
-    /// never mistaken for a flap.
+    /// Whether the turn of `task` due at `due` may be taken (see [`Paces::may_start`]).
     fn may_start(&mut self, task: &TaskId, due: Instant) -> bool {
-        let gap = self.paces.intervals().active.mul_f64(0.9);
-        match self.started.get(task) {
-            Some(last) if due.saturating_duration_since(*last) < gap => false,
-            _ => {
-                self.started.insert(task.clone(), due);
-                true
-            }
-        }
+        self.paces.may_start(task, due)
+    }
+
+    /// The `ResultId` of `task`'s run if it is known to be completed now.
+    fn completed_run(&self, task: &TaskId) -> Option<Box<str>> {
+        let (life, _) = self.state.life(task);
+        life.filter(|l| l.state == TaskState::Completed)
+            .map(|l| l.result_id.clone())
     }
 
     /// What the next poll of `task` asks for.
@@ -419,6 +425,15 @@ impl Dispatcher {
     fn paces_intervals(&self) -> Intervals {
         self.paces.intervals()
     }
+}
+
+/// Configured tasks the latest read of the task list did not cover.
+fn unlisted(lives: &[Life]) -> HashSet<TaskId> {
+    lives
+        .iter()
+        .filter(|l| l.configured && !l.listed)
+        .map(|l| l.id.clone())
+        .collect()
 }
 
 /// The rings' intervals of `config`.

@@ -33,10 +33,12 @@ pub struct Intervals {
     pub settled: Option<Duration>,
 }
 
-/// Which ring holds a task, and the flag set while its poll runs.
+/// Which ring holds a task, the flag set while its poll runs, and when its latest turn taken
+/// was due.
 struct Placed {
     pace: Pace,
     busy: Arc<AtomicBool>,
+    last_turn: Option<Instant>,
 }
 
 /// The schedule of every watched task at its pace.
@@ -149,6 +151,7 @@ impl Paces {
                         Placed {
                             pace,
                             busy: Arc::new(AtomicBool::new(false)),
+                            last_turn: None,
                         },
                     );
                 }
@@ -167,6 +170,24 @@ impl Paces {
         self.join(1, default, new_window, now);
         if let Some(interval) = self.intervals.settled {
             self.join(2, settled, interval, now);
+        }
+    }
+
+    /// Whether the turn of `task` due at `due` may be taken, and if so records it: however a
+    /// task's state flaps between paces (each move gives it a prompt first turn), its turns
+    /// stay at least nine tenths of the active interval apart. Turns are compared by due time,
+    /// so a ring's own rhythm is never mistaken for a flap.
+    pub fn may_start(&mut self, task: &TaskId, due: Instant) -> bool {
+        let gap = self.intervals.active.mul_f64(0.9);
+        let Some(placed) = self.placed.get_mut(task) else {
+            return true;
+        };
+        match placed.last_turn {
+            Some(last) if due.saturating_duration_since(last) < gap => false,
+            _ => {
+                placed.last_turn = Some(due);
+                true
+            }
         }
     }
 
@@ -322,5 +343,50 @@ mod tests {
         paces.set_intervals(intervals(), start);
         let taken = turns(&mut paces, start, 99 * SECOND);
         assert_eq!(taken.len(), 2, "{taken:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_flapping_between_paces_is_never_polled_faster_than_the_active_interval() {
+        let start = Instant::now();
+        let mut paces = Paces::new(intervals(), start);
+        let mut taken = Vec::new();
+        let mut now = start;
+        // The state flips every 300 ms, each flip a move with a prompt first turn.
+        for flip in 0..20 {
+            let pace = if flip % 2 == 0 {
+                Pace::Prompt
+            } else {
+                Pace::Active
+            };
+            paces.place(moves([9], pace), SECOND, Duration::ZERO, now);
+            while let Some(due) = paces.next_due().filter(|d| *d <= now) {
+                if let Some((task, _)) = paces.pop(due) {
+                    if paces.may_start(&task, due) {
+                        taken.push(due - start);
+                    }
+                }
+            }
+            now += Duration::from_millis(300);
+        }
+        for pair in taken.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(900), "{taken:?}");
+        }
+        assert!(
+            taken.len() >= 5,
+            "still polled at about the active pace: {taken:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ring_s_own_rhythm_is_not_held_back_by_the_flap_guard() {
+        let start = Instant::now();
+        let mut paces = Paces::new(intervals(), start);
+        paces.place(moves([1], Pace::Active), SECOND, Duration::ZERO, start);
+        let mut taken = 0;
+        while let Some(due) = paces.next_due().filter(|d| *d <= start + 10 * SECOND) {
+            let (task, _) = paces.pop(due).expect("a due turn");
+            taken += usize::from(paces.may_start(&task, due));
+        }
+        assert_eq!(taken, 11);
     }
 }

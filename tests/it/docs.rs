@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use krs_sandbox_sim::{SimFile, SimTask};
 
-use crate::support::{binary, id, within, ConfigYaml, Exporter, Sandbox};
+use crate::support::{binary, id, within, ConfigYaml, DiscoveryYaml, Exporter, Sandbox};
 
 fn document(name: &str) -> String {
     std::fs::read_to_string(format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR")))
@@ -31,15 +31,22 @@ async fn every_family_a_scrape_returns_is_in_the_metrics_reference() {
                 .detection("Trojan.Win32.Agent"),
         );
         let sandbox = Sandbox::start(vec![task]).await;
-        // The second task does not exist: its 404 brings the error families.
-        let mut config = ConfigYaml::new(&sandbox.url(), &[&red, &missing]);
+        // The second task does not exist: its 404 brings the error families. Discovery brings
+        // its own families and, through the listed task's state, the lifecycle ones.
+        let mut config =
+            ConfigYaml::new(&sandbox.url(), &[&red, &missing]).discover(DiscoveryYaml::default());
         config.health_interval = "1m";
         let exporter = Exporter::start(&config.render()).await;
         let scrape = exporter
-            .scrape_until("both tasks polled and the appliance checked", |s| {
-                s.count("krs_task_last_poll_timestamp_seconds", &[]) == 2
-                    && s.count("krs_sandbox_info", &[]) == 1
-            })
+            .scrape_until(
+                "both tasks polled, the list read, the appliance checked",
+                |s| {
+                    s.count("krs_task_last_poll_timestamp_seconds", &[]) == 2
+                        && s.count("krs_sandbox_info", &[]) == 1
+                        && s.count("krs_task_processed_timestamp_seconds", &[]) == 1
+                        && s.count("krs_discovery_last_success_timestamp_seconds", &[]) == 1
+                },
+            )
             .await;
         let families: BTreeSet<&str> = scrape
             .text
@@ -47,7 +54,9 @@ async fn every_family_a_scrape_returns_is_in_the_metrics_reference() {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split(' ').next())
             .collect();
-        assert!(families.contains("krs_shards"), "{families:?}");
+        for family in ["krs_shards", "krs_task_state", "krs_discovery_tasks"] {
+            assert!(families.contains(family), "{family} not in {families:?}");
+        }
         let documented = table_names(&document("metrics.md"));
         let missing: Vec<&&str> = families
             .iter()

@@ -7,6 +7,7 @@ mod appliance;
 mod cli;
 mod counting;
 mod decoding;
+mod discovery;
 mod docs;
 mod errors;
 mod faults;

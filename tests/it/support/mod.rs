@@ -126,7 +126,63 @@ pub struct ConfigYaml {
     pub timeout: &'static str,
     pub retry: &'static str,
     pub max_response_bytes: u64,
+    /// `polling.active_interval`, `polling.settled_interval`, `polling.lifecycle`: the file
+    /// leaves them out (their defaults apply) unless a test sets them.
+    pub active_interval: Option<&'static str>,
+    pub settled_interval: Option<&'static str>,
+    pub lifecycle: Option<bool>,
+    /// The `discovery:` section; none unless a test adds one.
+    pub discovery: Option<DiscoveryYaml>,
     pub extra: String,
+}
+
+/// A `discovery:` section for tests: the list read every second unless a test says otherwise;
+/// the other keys are left out (their defaults apply) unless set.
+pub struct DiscoveryYaml {
+    pub interval: &'static str,
+    pub lookback: Option<&'static str>,
+    pub zones: Vec<&'static str>,
+    pub max_tasks: Option<u64>,
+    pub page_size: Option<u64>,
+    pub labels: Vec<(&'static str, &'static str)>,
+}
+
+impl Default for DiscoveryYaml {
+    fn default() -> Self {
+        DiscoveryYaml {
+            interval: "1s",
+            lookback: None,
+            zones: Vec::new(),
+            max_tasks: None,
+            page_size: None,
+            labels: Vec::new(),
+        }
+    }
+}
+
+impl DiscoveryYaml {
+    fn render(&self) -> String {
+        let mut out = format!("discovery:\n  interval: {}\n", self.interval);
+        if let Some(lookback) = self.lookback {
+            out.push_str(&format!("  lookback: {lookback}\n"));
+        }
+        if !self.zones.is_empty() {
+            out.push_str(&format!("  zones: [{}]\n", self.zones.join(", ")));
+        }
+        if let Some(n) = self.max_tasks {
+            out.push_str(&format!("  max_tasks: {n}\n"));
+        }
+        if let Some(n) = self.page_size {
+            out.push_str(&format!("  page_size: {n}\n"));
+        }
+        if !self.labels.is_empty() {
+            out.push_str("  labels:\n");
+            for (k, v) in &self.labels {
+                out.push_str(&format!("    {k}: \"{v}\"\n"));
+            }
+        }
+        out
+    }
 }
 
 impl ConfigYaml {
@@ -140,8 +196,18 @@ impl ConfigYaml {
             timeout: "500ms",
             retry: "{initial_interval: 50ms, max_interval: 200ms, randomization_factor: 0.1, max_elapsed_time: 900ms}",
             max_response_bytes: 65536,
+            active_interval: None,
+            settled_interval: None,
+            lifecycle: None,
+            discovery: None,
             extra: String::new(),
         }
+    }
+
+    /// With a `discovery:` section (which turns the lifecycle on unless `lifecycle` says not).
+    pub fn discover(mut self, discovery: DiscoveryYaml) -> Self {
+        self.discovery = Some(discovery);
+        self
     }
 
     pub fn render(&self) -> String {
@@ -152,8 +218,23 @@ impl ConfigYaml {
         if tasks.is_empty() {
             tasks.push_str("  []\n");
         }
+        let mut lifecycle = String::new();
+        if let Some(active) = self.active_interval {
+            lifecycle.push_str(&format!("  active_interval: {active}\n"));
+        }
+        if let Some(settled) = self.settled_interval {
+            lifecycle.push_str(&format!("  settled_interval: {settled}\n"));
+        }
+        if let Some(on) = self.lifecycle {
+            lifecycle.push_str(&format!("  lifecycle: {on}\n"));
+        }
+        let discovery = self
+            .discovery
+            .as_ref()
+            .map(DiscoveryYaml::render)
+            .unwrap_or_default();
         format!(
-            "sandbox:\n  url: {url}\n  username: {USER}\n  password: \"{pw}\"\n  timeout: {timeout}\n  max_response_bytes: {max}\npolling:\n  interval: {interval}\n  health_interval: {health}\n  concurrency: 4\n  retry: {retry}\ntasks:\n{tasks}{extra}",
+            "sandbox:\n  url: {url}\n  username: {USER}\n  password: \"{pw}\"\n  timeout: {timeout}\n  max_response_bytes: {max}\npolling:\n  interval: {interval}\n  health_interval: {health}\n  concurrency: 4\n{lifecycle}  retry: {retry}\n{discovery}tasks:\n{tasks}{extra}",
             url = self.url,
             pw = self.password,
             timeout = self.timeout,
