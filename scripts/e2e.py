@@ -4,7 +4,8 @@
     python3 scripts/e2e.py --bin-dir target/debug
 
 Starts, all on 127.0.0.1 with free ports and a temporary directory: the sandbox simulator
-(`krs-sandbox-sim`) with a scenario written here, the exporter watching it (1 s polling), a
+(`krs-sandbox-sim`) with a scenario written here, the exporter watching it (1 s polling; a
+`tasks:` list plus discovery with the lifecycle on, 2 s task-list reads), a
 webhook receiver (in this process), Debian's `prometheus-alertmanager` routing every alert to
 that webhook, and Debian's `prometheus` (1 s scrape and evaluation) loading
 deploy/prometheus/alerts.yml. Then checks:
@@ -16,7 +17,11 @@ deploy/prometheus/alerts.yml. Then checks:
 3. every alert rule evaluates without error; KrsRedZoneDownload fires for the task whose
    download turns Red and for no other, reaches the webhook with the task name, file name and
    SHA-256, does not flap, and resolves once that task leaves the watch list (config rewritten,
-   POST /-/reload).
+   POST /-/reload);
+4. each lifecycle alert (stuck task, sandbox unhealthy, bases outdated, polling paused, discovery
+   failing, storage write failing) evaluates to what the scenario implies, pending where it
+   returns a series; and the Red file of each of 8 detonating tasks reaches the webhook, timed
+   from its appearance at the simulator (p50/p99 printed, p99 within 5 s).
 
 Prints PASS/FAIL per check and a final `N passed, M failed` line; exits 1 on any failure. Waits
 on conditions with deadlines, never on bare sleeps; stops every process it started on exit.
@@ -26,6 +31,7 @@ Needs: python3 (standard library only), prometheus, prometheus-alertmanager, pro
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -59,13 +65,19 @@ USERNAME, PASSWORD = "e2e", "e2e-password"
 # after the exporter's baseline poll, so the fleet counters count it. The flaky task answers an
 # undecodable body, then a 500, before answering normally: transport failures, API errors and
 # retries all get data. The missing task is watched but unknown to the simulator (404).
-SCENARIO = f"""\
+SCENARIO_HEAD = f"""\
 credentials:
   username: {USERNAME}
   password: {PASSWORD}
+health:
+  incidents:
+    - {{from: 0s, checks: [{{name: enough_free_disk_space, value: false}}]}}
+version:
+  bases_age: 3d
 tasks:
   - id: {RED_TASK["id"]}
     name: {RED_TASK["name"]}
+    created: -3d
     files:
       - {{name: invoice.doc, zone: Grey, size: 48213, type: Microsoft Word document, https: true}}
       - name: {RED_FILE["name"]}
@@ -78,11 +90,13 @@ tasks:
         yara: [{RED_FILE["yara"]}]
   - id: {GREEN_TASK["id"]}
     name: {GREEN_TASK["name"]}
+    created: -3d
     files:
       - {{name: jquery.min.js, zone: Green, size: 87533, type: JavaScript, https: true}}
       - {{name: logo.png, zone: Green, size: 6144, type: PNG image data, after: 5s}}
   - id: {FLAKY_TASK["id"]}
     name: {FLAKY_TASK["name"]}
+    created: -3d
     files:
       - name: setup.exe
         zone: Yellow
@@ -93,6 +107,45 @@ tasks:
       - {{body: malformed}}
       - {{status: 500, error: {{code: 1, message: internal error}}}}
 """
+
+# Tasks the exporter finds only through the task list (discovery, lifecycle on); the static
+# tasks above were created three days ago, outside discovery's one-day lookback, so removing
+# one from `tasks:` still removes it. A task stuck processing for three hours, one completed
+# with a verdict, one failed, and DETONATING tasks each dropping a Red file at a known time
+# while processing: the time from that moment to the webhook is the end-to-end latency.
+STUCK_TASK = {"id": "a1c2e3f4-0b1d-4e2f-8a3b-4c5d6e7f8091", "name": "e2e-stuck.doc"}
+DONE_TASK = {"id": "b2d3f405-1c2e-4f30-9b4c-5d6e7f809102", "name": "e2e-done.pdf"}
+FAILED_TASK = {"id": "c3e40516-2d3f-4041-8c5d-6e7f80910213", "name": "e2e-failed.exe"}
+DETONATING = [{"id": f"d4f5{k:04x}-3e40-4152-9d6e-7f8091021324", "name": f"e2e-detonating-{k}.exe",
+               "red_after": 14 + 3 * k} for k in range(8)]
+
+LIFECYCLE_TASKS = f"""\
+  - id: {STUCK_TASK["id"]}
+    created: -3h
+    timeline: [{{at: -3h, state: uploading}}, {{at: -179m, state: processing}}]
+    sample: {{original_file_name: {STUCK_TASK["name"]}}}
+  - id: {DONE_TASK["id"]}
+    created: -2h
+    timeline: [{{at: -2h, state: processing}}, {{at: -110m, state: Completed}}]
+    sample: {{original_file_name: {DONE_TASK["name"]}}}
+    verdict: Malware
+    files:
+      - {{name: dropper.dll, zone: Orange, size: 4096, type: PE32 DLL}}
+  - id: {FAILED_TASK["id"]}
+    created: -1h
+    timeline: [{{at: -1h, state: processing}}, {{at: -50m, state: Processing failed}}]
+    sample: {{original_file_name: {FAILED_TASK["name"]}}}
+""" + "".join(f"""\
+  - id: {t["id"]}
+    created: -30s
+    timeline: [{{at: -30s, state: processing}}, {{at: {t["red_after"] + 20}s, state: completed}}]
+    sample: {{original_file_name: {t["name"]}}}
+    files:
+      - {{name: beacon-{i}.exe, zone: Red, size: 73728, type: PE32 executable, after: {t["red_after"]}s}}
+""" for i, t in enumerate(DETONATING))
+
+SCENARIO = SCENARIO_HEAD + LIFECYCLE_TASKS
+DETONATING_IDS = {t["id"] for t in DETONATING}
 
 
 def exporter_config(sandbox_port, password_file, tasks):
@@ -109,6 +162,10 @@ def exporter_config(sandbox_port, password_file, tasks):
         "    initial_interval: 50ms",
         "    max_interval: 200ms",
         "    max_elapsed_time: 400ms",
+        "discovery:",
+        "  interval: 2s",
+        "  lookback: 1d",
+        "  labels: {team: discovered}",
         "tasks:",
     ]
     for t in tasks:
@@ -136,10 +193,33 @@ EXPECT_DATA = {
     ("krs-exporter", "Poll duration"), ("krs-exporter", "Data age"), ("krs-exporter", "Last HTTP status per task"),
     ("krs-exporter", "CPU"), ("krs-exporter", "Resident memory"), ("krs-exporter", "Open file descriptors"),
     ("krs-exporter", "Uptime"), ("krs-exporter", "Scrape duration"), ("krs-exporter", "Samples per scrape"),
+    ("krs-overview", "Detonations in flight"), ("krs-overview", "Tasks by state"), ("krs-overview", "Sample verdicts"),
+    ("krs-overview", "Discovered tasks"), ("krs-overview", "Tasks left out by max_tasks"),
+    ("krs-overview", "Age of the last task-list read"), ("krs-overview", "Sandbox reachable"),
+    ("krs-overview", "Sandbox healthy"), ("krs-overview", "Anti-virus bases age"),
+    ("krs-overview", "Failing health checks"), ("krs-overview", "Polling paused, by reason"),
 }
 # Panels whose every target must have data; elsewhere one target with data is enough (the
 # "Polls" panel's panicked-polls target, say, is rightly empty).
-EXPECT_DATA_EVERY_TARGET = {("krs-overview", "Tasks")}
+EXPECT_DATA_EVERY_TARGET = {("krs-overview", "Tasks"), ("krs-overview", "Age of the last task-list read")}
+
+# What each alert of the lifecycle groups must evaluate to with the scenario above: the label
+# values of the series its expression returns (empty: nothing). Their `for:` (5 to 30 min) is
+# longer than this test, so a non-empty expression shows as a pending alert; promtool's unit
+# tests (alerts.test.yml) cover the firing and the timing.
+LIFECYCLE_ALERTS = {
+    "KrsTaskStuckProcessing": ("task_id", {STUCK_TASK["id"]}),
+    "KrsSandboxUnhealthy": ("job", {"krs-exporter"}),
+    "KrsSandboxBasesOutdated": ("job", {"krs-exporter"}),
+    "KrsPollingPaused": ("instance", set()),
+    "KrsDiscoveryFailing": ("instance", set()),
+    "KrsStorageWriteFailing": ("instance", set()),
+}
+# Series that must exist for an empty result above to mean "healthy" rather than "no input".
+ALERT_INPUTS = {
+    "KrsPollingPaused": "krs_api_paused",
+    "KrsDiscoveryFailing": "krs_discovery_last_success_timestamp_seconds",
+}
 
 
 class Abort(Exception):
@@ -263,8 +343,10 @@ class Webhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                doc = json.loads(body)
+                doc["received_at"] = time.monotonic()
                 with outer.lock:
-                    outer.notifications.append(json.loads(body))
+                    outer.notifications.append(doc)
                 self.send_response(200)
                 self.end_headers()
 
@@ -281,6 +363,17 @@ class Webhook:
         with self.lock:
             return [a for n in self.notifications for a in n.get("alerts", [])
                     if a["labels"].get("alertname") == alertname and (status is None or a["status"] == status)]
+
+    def first_firing(self, alertname):
+        """task_id → monotonic time of the first notification carrying that alert firing."""
+        first = {}
+        with self.lock:
+            for n in self.notifications:
+                for a in n.get("alerts", []):
+                    if a["labels"].get("alertname") == alertname and a["status"] == "firing":
+                        tid = a["labels"].get("task_id")
+                        first[tid] = min(first.get(tid, n["received_at"]), n["received_at"])
+        return first
 
     def stop(self):
         self.server.shutdown()
@@ -418,6 +511,50 @@ def check_rules_evaluate(report, prom):
         report.check(f"alert rule {rule['name']} evaluates", not problems, "; ".join(problems))
 
 
+def check_lifecycle_alerts(report, prom):
+    """Each lifecycle alert's expression returns what the scenario implies; pending when it does."""
+    rules = {r["name"]: r for g in prom.api("rules")["groups"] for r in g["rules"]}
+    for name, (label, expected) in LIFECYCLE_ALERTS.items():
+        rule = rules.get(name)
+        if not report.check(f"alert rule {name} is loaded", rule is not None):
+            continue
+        try:
+            got = {r["metric"].get(label, "") for r in prom.query(rule["query"])}
+        except RuntimeError as e:
+            report.fail(f"alert {name} evaluates as expected", str(e))
+            continue
+        report.check(f"alert {name} evaluates as expected", got == expected,
+                     f"{label} {sorted(got)}, expected {sorted(expected)}",
+                     f"{label} {sorted(got)}" if got else "nothing, as expected")
+        if expected:
+            state = wait_for(lambda: {r["name"]: r for g in prom.api("rules")["groups"]
+                                      for r in g["rules"]}[name]["state"] in ("pending", "firing"), 10)
+            report.check(f"alert {name} is pending", state, json.dumps(rule.get("alerts"))[:300])
+        if name in ALERT_INPUTS:
+            report.check(f"alert {name}: its input {ALERT_INPUTS[name]} exists",
+                         bool(prom.query(ALERT_INPUTS[name])), "an empty result would prove nothing")
+
+
+def check_red_latency(report, webhook, sim_started):
+    """The Red file of each detonating task, from its appearance at the simulator to the webhook."""
+    last = max(t["red_after"] for t in DETONATING)
+    wait_for(lambda: DETONATING_IDS <= set(webhook.first_firing("KrsRedZoneDownload")),
+             max(5, last + 30 - (time.monotonic() - sim_started)))
+    first = webhook.first_firing("KrsRedZoneDownload")
+    latencies = sorted(first[t["id"]] - (sim_started + t["red_after"]) for t in DETONATING if t["id"] in first)
+    missing = [t["name"] for t in DETONATING if t["id"] not in first]
+    if not report.check("every detonating task's Red file reaches the webhook", not missing, f"missing: {missing}"):
+        return
+    def quantile(q):  # nearest rank
+        return latencies[max(1, math.ceil(q * len(latencies))) - 1]
+    p50, p99 = quantile(0.50), quantile(0.99)
+    # 1 s active polling + 1 s scrape + 1 s evaluation + 1 s group_wait, with a second of slack.
+    report.check("a Red file on a detonating task reaches the webhook within 5 s (p99)", p99 <= 5,
+                 f"p50 {p50:.1f} s, p99 {p99:.1f} s",
+                 f"{len(latencies)} files: p50 {p50:.2f} s, p99 {p99:.2f} s, max {latencies[-1]:.2f} s, "
+                 f"min {latencies[0]:.2f} s")
+
+
 def run(args, report, procs, webhook):
     tools, missing = find_tools(args.bin_dir)
     report.require("binaries present", not missing,
@@ -499,12 +636,18 @@ scrape_configs:
                    wait_for(lambda: prom.query('up{job="krs-exporter"} == 1'), 20), procs.log_tail("prometheus"))
 
     # The Red file appears 8 s after the simulator started.
-    red_series = wait_for(lambda: prom.query('krs_download_info{danger_zone="Red"}'), 40)
-    report.require("the Red download reaches Prometheus", red_series and all(
-        s["metric"].get("task_id") == RED_TASK["id"] for s in red_series), json.dumps(red_series)[:400])
+    red_series = wait_for(lambda: prom.query(f'krs_download_info{{danger_zone="Red", task_id="{RED_TASK["id"]}"}}'), 40)
+    report.require("the Red download reaches Prometheus", red_series, procs.log_tail("exporter"))
+    static_red = [s for s in prom.query('krs_download_info{danger_zone="Red"}')
+                  if s["metric"].get("task_id") not in DETONATING_IDS]
+    report.check("no other static task has a Red download", all(
+        s["metric"].get("task_id") == RED_TASK["id"] for s in static_red), json.dumps(static_red)[:400])
     check_metrics_lint(report, tools, exp_port)
 
-    firing = wait_for(lambda: prom.firing("KrsRedZoneDownload"), 20)
+    def red_firing():
+        return [a for a in prom.firing("KrsRedZoneDownload") if a["labels"].get("task_id") not in DETONATING_IDS]
+
+    firing = wait_for(red_firing, 20)
     report.require("KrsRedZoneDownload fires", firing, procs.log_tail("prometheus"),
                    f"{time.monotonic() - sim_started:.0f} s after the simulator started; the file appears at 8 s")
     labels = firing[0]["labels"]
@@ -514,7 +657,10 @@ scrape_configs:
                  labels.get("name") == RED_TASK["name"] and labels.get("file_name") == RED_FILE["name"]
                  and labels.get("sha256") == RED_FILE["sha256"], json.dumps(labels))
 
-    received = wait_for(lambda: webhook.alerts("KrsRedZoneDownload", "firing"), 20)
+    def static_alerts(status=None):
+        return [a for a in webhook.alerts("KrsRedZoneDownload", status) if a["labels"].get("task_id") not in DETONATING_IDS]
+
+    received = wait_for(lambda: static_alerts("firing"), 20)
     report.check("the webhook receives KrsRedZoneDownload", received, procs.log_tail("alertmanager"))
     if received:
         alert = received[0]
@@ -523,14 +669,16 @@ scrape_configs:
                      and alert["labels"].get("sha256") == RED_FILE["sha256"]
                      and RED_TASK["name"] in alert["annotations"].get("summary", ""), json.dumps(alert)[:600])
         report.check("no Red-zone notification for any other task",
-                     all(a["labels"].get("task_id") == RED_TASK["id"] for a in webhook.alerts("KrsRedZoneDownload")),
-                     json.dumps([a["labels"] for a in webhook.alerts("KrsRedZoneDownload")])[:600])
+                     all(a["labels"].get("task_id") == RED_TASK["id"] for a in static_alerts()),
+                     json.dumps([a["labels"] for a in static_alerts()])[:600])
 
+    check_red_latency(report, webhook, sim_started)
     check_dashboards(report, prom, exp_port)
     check_rules_evaluate(report, prom)
+    check_lifecycle_alerts(report, prom)
 
     report.check("the Red-zone alert did not flap while the task was watched",
-                 not webhook.alerts("KrsRedZoneDownload", "resolved") and len(prom.firing("KrsRedZoneDownload")) == 1,
+                 not static_alerts("resolved") and len(red_firing()) == 1,
                  json.dumps([(a["status"], a["startsAt"]) for a in webhook.alerts("KrsRedZoneDownload")]))
 
     # The Red task leaves the watch list: its series vanish and, after keep_firing_for, the
@@ -542,9 +690,9 @@ scrape_configs:
     gone = wait_for(lambda: not prom.query(f'krs_download_info{{task_id="{RED_TASK["id"]}"}}'), 20)
     report.check("the removed task's series vanish", gone)
     reloaded = time.monotonic()
-    resolved = wait_for(lambda: webhook.alerts("KrsRedZoneDownload", "resolved"), args.resolve_timeout)
+    resolved = wait_for(lambda: static_alerts("resolved"), args.resolve_timeout)
     report.check("KrsRedZoneDownload resolves and the webhook hears it", resolved,
-                 json.dumps(prom.firing("KrsRedZoneDownload"))[:400],
+                 json.dumps(red_firing())[:400],
                  f"{time.monotonic() - reloaded:.0f} s after the reload; keep_firing_for is 2m")
     report.check("the exporter stayed up throughout", procs.alive("exporter") and procs.alive("simulator"),
                  procs.log_tail("exporter"))

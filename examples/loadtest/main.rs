@@ -26,6 +26,11 @@
 //!    spread of requests at the simulator over the start (first 3 intervals), the window and
 //!    around the reload.
 //!
+//! With `--discovery` the exporter finds the fleet through the task list instead of a `tasks:`
+//! list, lifecycle on (`--mix realistic` gives it states to follow), and the report adds
+//! requests per endpoint, the first interval's rate, the detonating tasks' poll gaps and, with
+//! `--freshness-every`, the files' freshness ([`life`]).
+//!
 //! Children are stopped on drop (errors and panics included) and on SIGINT/SIGTERM, and run
 //! under `timeout(1)`, so nothing outlives the harness for long ([`proc`]).
 
@@ -35,6 +40,7 @@
 #[path = "../../benches/support/fleet.rs"]
 mod fleet;
 mod floor;
+mod life;
 mod measure;
 mod mix;
 mod phases;
@@ -77,7 +83,8 @@ pub struct RunArgs {
     /// Rewrite the same configuration and POST /-/reload this long after the exporter started.
     #[arg(long, value_parser = humantime::parse_duration)]
     reload_at: Option<Duration>,
-    /// `sandbox.timeout` [default: half the interval, at most 10s].
+    /// `sandbox.timeout` [default: half the interval (with `--discovery`, of the active
+    /// interval), at most 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// The exporter binary [default: `krs-exporter` beside this example's directory, i.e.
@@ -133,6 +140,27 @@ pub struct RunArgs {
     /// task list only).
     #[arg(long, value_parser = humantime::parse_duration)]
     arrival_every: Option<Duration>,
+    /// Watch the tasks through a `discovery:` section (lifecycle on) instead of a `tasks:`
+    /// list; the report then gives requests per endpoint, the first interval's rate, the
+    /// detonating tasks' poll gaps and, with `--freshness-every`, the files' freshness.
+    #[arg(long)]
+    discovery: bool,
+    /// With `--discovery`: `discovery.interval`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    discovery_interval: Duration,
+    /// With `--discovery`: `discovery.page_size`.
+    #[arg(long, default_value_t = 500)]
+    page_size: usize,
+    /// With `--discovery`: `polling.active_interval`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    active_interval: Duration,
+    /// With `--discovery`: `polling.settled_interval` (`0s`: never).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    settled_interval: Duration,
+    /// Scrape /metrics this often throughout the phase and time each detonating task's files
+    /// from their appearance at the simulator to the first scrape that shows them.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    freshness_every: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -199,9 +227,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let warmup = args
         .warmup
         .unwrap_or_else(|| args.interval.max(Duration::from_secs(2)));
-    let timeout = args
-        .timeout
-        .unwrap_or_else(|| (args.interval / 2).min(Duration::from_secs(10)));
+    let timeout = args.timeout.unwrap_or_else(|| {
+        let fastest = if args.discovery {
+            args.active_interval.min(args.interval)
+        } else {
+            args.interval
+        };
+        (fastest / 2).min(Duration::from_secs(10))
+    });
 
     eprintln!("loadtest: building a scenario of {} tasks", args.tasks);
     let mix = mix::MixArgs {
@@ -242,6 +275,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let setup = phases::Setup {
         args: &args,
+        mix,
         sim: &sim,
         http: &http,
         exporter_bin: &exporter_bin,
@@ -327,12 +361,28 @@ fn sim_task(n: u64, mix: &mix::MixArgs) -> SimTask {
 /// task named and labelled, as a SOC would write it).
 fn exporter_config(url: &str, password_file: &Path, args: &RunArgs, timeout: Duration) -> String {
     let mut yaml = format!(
-        "sandbox:\n  url: {url}\n  username: {USER}\n  password_file: {}\n  timeout: {}\npolling:\n  interval: {}\n  concurrency: {}\ntasks:\n",
+        "sandbox:\n  url: {url}\n  username: {USER}\n  password_file: {}\n  timeout: {}\npolling:\n  interval: {}\n  concurrency: {}\n",
         password_file.display(),
         humantime::format_duration(timeout),
         humantime::format_duration(args.interval),
         args.concurrency,
     );
+    if args.discovery {
+        // Everything the simulator holds fits the lookback and the cap: the fleet is watched
+        // whole, as a `tasks:` list would watch it.
+        let _ = write!(
+            yaml,
+            "  lifecycle: true\n  active_interval: {}\n  settled_interval: {}\ndiscovery:\n  interval: {}\n  lookback: {}\n  max_tasks: {}\n  page_size: {}\n  labels: {{team: discovered}}\n",
+            humantime::format_duration(args.active_interval),
+            humantime::format_duration(args.settled_interval),
+            humantime::format_duration(args.discovery_interval),
+            humantime::format_duration(args.history + Duration::from_secs(24 * 3600)),
+            (args.tasks * 2).clamp(1, 1_000_000),
+            args.page_size,
+        );
+        return yaml;
+    }
+    yaml.push_str("tasks:\n");
     for n in 0..args.tasks {
         let _ = writeln!(
             yaml,

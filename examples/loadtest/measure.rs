@@ -49,6 +49,8 @@ pub struct Phase {
     pub stalls: Option<StallStats>,
     pub spread: Vec<Spread>,
     pub exporter_warnings: Option<usize>,
+    /// With `--discovery`.
+    pub life: Option<crate::life::LifeStats>,
 }
 
 #[derive(Debug, Serialize)]

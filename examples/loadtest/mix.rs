@@ -50,14 +50,9 @@ pub fn task(n: u64, files: Vec<SimFile>, args: &MixArgs) -> SimTask {
     if n < args.detonating {
         // Started detonating a little before start; finishes within `detonation` of it.
         let started = Offset::before(Duration::from_secs(30 + h % 300));
-        let ends = args
-            .detonation
-            .mul_f64((n + 1) as f64 / args.detonating.max(1) as f64);
-        let count = files.len().max(1) as f64;
-        let files = files
-            .into_iter()
-            .enumerate()
-            .map(|(i, f)| f.after(ends.mul_f64((i + 1) as f64 / count)));
+        let ends = detonation_ends(n, args);
+        let appear = appearances(n, files.len(), args);
+        let files = files.into_iter().zip(appear).map(|(f, at)| f.after(at));
         return task
             .created(started)
             .state_at(started.plus(Duration::from_secs(5)), "processing")
@@ -79,6 +74,22 @@ pub fn task(n: u64, files: Vec<SimFile>, args: &MixArgs) -> SimTask {
         .state_at(created.plus(Duration::from_secs(5)), "processing")
         .state_at(analysed, outcome)
         .files(files)
+}
+
+/// When detonating task `n` completes, since simulator start.
+pub fn detonation_ends(n: u64, args: &MixArgs) -> Duration {
+    args.detonation
+        .mul_f64((n + 1) as f64 / args.detonating.max(1) as f64)
+}
+
+/// When each of the `count` files of detonating task `n` appears, since simulator start: evenly
+/// over its detonation, the last as it completes.
+pub fn appearances(n: u64, count: usize, args: &MixArgs) -> Vec<Duration> {
+    let ends = detonation_ends(n, args);
+    let c = count.max(1) as f64;
+    (0..count)
+        .map(|i| ends.mul_f64((i + 1) as f64 / c))
+        .collect()
 }
 
 /// New samples during the run, beside the fleet (`--arrival-every`).

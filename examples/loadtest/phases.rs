@@ -9,13 +9,15 @@ use krs_sandbox_sim::SimHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::floor::FloorOutcome;
+use crate::life;
 use crate::measure::{self, HealthStats, Phase, ReloadStats, ScrapeStats};
 use crate::proc::{self, CpuSample, Proc};
-use crate::{RunArgs, USER};
+use crate::{mix, RunArgs, USER};
 
 /// What both phases share.
 pub struct Setup<'a> {
     pub args: &'a RunArgs,
+    pub mix: mix::MixArgs,
     pub sim: &'a SimHandle,
     pub http: &'a reqwest::Client,
     pub exporter_bin: &'a Path,
@@ -106,6 +108,20 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         ));
     }
 
+    let seen: life::Seen = Arc::default();
+    let watch_from = sim.elapsed();
+    if let (true, Some(every)) = (args.discovery, args.freshness_every) {
+        tokio::spawn(life::watch(
+            http.clone(),
+            format!("{base}/metrics"),
+            sim.clone(),
+            life::detonating_ids(&s.mix),
+            every,
+            Arc::clone(&seen),
+            background.clone(),
+        ));
+    }
+
     tokio::time::sleep((healthy_at + s.warmup).saturating_sub(sim.elapsed())).await;
     let rss_before_scrapes = exporter.rss()?;
     let mut scrapes: Vec<(Duration, Duration)> = Vec::new();
@@ -132,6 +148,7 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     if let Some(path) = &args.save_scrape {
         std::fs::write(path, &body).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    let watch_to = sim.elapsed();
     background.cancel();
     exporter.stop(Duration::from_secs(10));
 
@@ -141,6 +158,21 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     }
     let requests = measure::count(&log, t0, t1);
     let window = (t1 - t0).as_secs_f64();
+    let life = args.discovery.then(|| {
+        let watched = args.freshness_every.map(|_| (&seen, watch_from, watch_to));
+        let mut stats = life::stats(
+            &log,
+            &s.mix,
+            args.interval,
+            args.active_interval,
+            (t0, t1),
+            watched,
+        );
+        if let (Some(f), Some(every)) = (stats.freshness.as_mut(), args.freshness_every) {
+            f.scrape_every_s = every.as_secs_f64();
+        }
+        stats
+    });
     let reload = lock(&reload).take();
     let mut spread = Vec::new();
     if let Some(first) = log.first().map(|r| r.at) {
@@ -216,6 +248,7 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         stalls: measure::stalls(&log, &scrapes),
         spread,
         exporter_warnings: warnings,
+        life,
     })
 }
 

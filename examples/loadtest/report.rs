@@ -287,6 +287,10 @@ fn round_markdown(out: &mut String, r: &Report, round: &Round) {
         }
     }
     let _ = writeln!(out);
+    if let Some(l) = &e.life {
+        crate::life::markdown(out, l);
+    }
+    let _ = writeln!(out);
 }
 
 fn opt(v: Option<f64>, precision: usize) -> String {
