@@ -46,6 +46,11 @@ use poll::{PollContext, PollEnd, PollPlan};
 /// Tasks added by a reload are polled within this window (or the interval, if shorter).
 const NEW_TASK_WINDOW: Duration = Duration::from_secs(5);
 
+/// Pace changes are applied in batches, at least this often…
+const MOVE_BATCH_PERIOD: Duration = Duration::from_millis(100);
+/// …or once this many are waiting.
+const MAX_PENDING_MOVES: usize = 4096;
+
 /// A validated configuration with the client built from it: what the scheduler runs on.
 pub struct Active {
     pub config: Config,
@@ -85,6 +90,8 @@ pub async fn run(
     inputs.watch_list.borrow_and_update();
     dispatcher.start(Instant::now());
     let (done_tx, mut done) = mpsc::unbounded_channel::<Finished>();
+    let mut batches = tokio::time::interval(MOVE_BATCH_PERIOD);
+    batches.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let next_due = dispatcher.paces.next_due();
@@ -107,6 +114,9 @@ pub async fn run(
                 dispatcher.reconcile(Instant::now());
             }
             Some(finished) = done.recv() => dispatcher.finished(finished),
+            _ = batches.tick(), if !dispatcher.moves.is_empty() => {
+                dispatcher.flush_moves(Instant::now());
+            }
             () = sleep_until(next_due) => {
                 let Some((task, busy)) = dispatcher.paces.pop(Instant::now()) else {
                     continue;
@@ -271,6 +281,8 @@ struct Dispatcher {
     /// Configured tasks the latest read of the task list did not cover: they are asked for
     /// their parameters.
     unlisted: HashSet<TaskId>,
+    /// Pace changes finished polls asked for, applied in a batch ([`MOVE_BATCH_PERIOD`]).
+    moves: Vec<Move>,
 }
 
 impl Dispatcher {
@@ -283,6 +295,7 @@ impl Dispatcher {
             paces: Paces::new(intervals(config), Instant::now()),
             settled_for: HashMap::new(),
             unlisted: HashSet::new(),
+            moves: Vec::new(),
         }
     }
 
@@ -324,6 +337,8 @@ impl Dispatcher {
     /// them); new discovered ones spread over a whole interval, so a backfill of thousands of
     /// finished tasks is never faster than fixed polling. Returns how many joined.
     fn reconcile(&mut self, now: Instant) -> usize {
+        // Every pace is set afresh from the state below, pending moves included.
+        self.moves.clear();
         let lives = self.state.lives();
         let wanted: HashSet<&TaskId> = lives.iter().map(|l| &l.id).collect();
         self.paces.retain(|id| wanted.contains(id));
@@ -375,15 +390,24 @@ impl Dispatcher {
         let pace = self.pace_of(&finished.task, life.as_deref(), polled);
         if pace != current {
             debug!(task_id = %finished.task, ?pace, "task changes pace");
-            self.paces.place(
-                vec![Move {
-                    task: finished.task,
-                    pace,
-                }],
-                self.ctx.interval,
-                NEW_TASK_WINDOW,
-                Instant::now(),
-            );
+            self.moves.push(Move {
+                task: finished.task,
+                pace,
+            });
+            if self.moves.len() >= MAX_PENDING_MOVES {
+                self.flush_moves(Instant::now());
+            }
+        }
+    }
+
+    /// Applies the moves finished polls asked for, as one batch: joining a ring merges into
+    /// it in one pass, so a backfill's tens of thousands of moves cost a pass per batch, not
+    /// one each.
+    fn flush_moves(&mut self, now: Instant) {
+        if !self.moves.is_empty() {
+            let moves = std::mem::take(&mut self.moves);
+            self.paces
+                .place(moves, self.ctx.interval, NEW_TASK_WINDOW, now);
         }
     }
 

@@ -2,8 +2,12 @@
 //! tasks evenly spread with O(1) turns, and a map saying which ring holds each task.
 //!
 //! - The next turn is the earliest of the three rings' next turns: three comparisons.
-//! - A task changing pace leaves its ring and joins another in one batch per reconciliation
-//!   (one pass over each ring touched, however many tasks move), keeping its busy flag, so a
+//! - A task changing pace joins its new ring at once and leaves the old one lazily: each
+//!   placement carries a ticket, a turn whose ticket is no longer the task's is skipped, and a
+//!   ring is compacted once its stale entries outnumber its live ones. A move costs O(log n)
+//!   (the merge into the new ring aside), where removing from a 100k-entry ring at every move
+//!   cost a pass over it: the backfill of 100,000 tasks, each moving once after its first
+//!   poll, spent half a millisecond per poll there. The busy flag moves with the task, so a
 //!   poll still running is never doubled by the move.
 //! - [`Pace::Prompt`] is the active ring with a first turn within a few seconds: after its
 //!   poll the task moves on to the pace its state then deserves. [`Pace::Never`], and
@@ -12,7 +16,7 @@
 //!   (stable offsets from its id), so neither a start, a reload nor 10,000 tasks discovered at
 //!   once is a burst.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +43,8 @@ struct Placed {
     pace: Pace,
     busy: Arc<AtomicBool>,
     last_turn: Option<Instant>,
+    /// The ticket of the task's entry in its ring; other entries of it are stale.
+    ticket: u64,
 }
 
 /// The schedule of every watched task at its pace.
@@ -47,6 +53,9 @@ pub struct Paces {
     /// Active (prompt included), default, settled.
     rings: [Ring; 3],
     placed: HashMap<TaskId, Placed>,
+    /// Stale entries per ring (tasks that moved away), for compaction.
+    stale: [usize; 3],
+    next_ticket: u64,
 }
 
 /// A task to place: its pace, and the window its first turn is spread over.
@@ -65,6 +74,8 @@ impl Paces {
                 Ring::new(intervals.settled.unwrap_or(intervals.default), now),
             ],
             placed: HashMap::new(),
+            stale: [0; 3],
+            next_ticket: 1,
         }
     }
 
@@ -101,7 +112,10 @@ impl Paces {
                     .collect();
                 self.join(2, settled_tasks, settled, now);
             }
-            (None, _) => self.rings[2].retain(|_| false),
+            (None, _) => {
+                self.rings[2].retain(|_, _| false);
+                self.stale[2] = 0;
+            }
         }
     }
 
@@ -110,16 +124,22 @@ impl Paces {
         self.rings.iter().filter_map(Ring::next_due).min()
     }
 
-    /// Takes the earliest due turn, if it is due at `now`.
+    /// Takes the earliest due turn, if it is due at `now`; stale entries met on the way are
+    /// skipped.
     pub fn pop(&mut self, now: Instant) -> Option<(TaskId, Arc<AtomicBool>)> {
-        let ring = self
-            .rings
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.next_due().map(|d| (d, i)))
-            .min()?
-            .1;
-        self.rings[ring].pop(now)
+        loop {
+            let ring = self
+                .rings
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.next_due().map(|d| (d, i)))
+                .min()?
+                .1;
+            let (id, busy, ticket) = self.rings[ring].pop(now)?;
+            if self.placed.get(&id).is_some_and(|p| p.ticket == ticket) {
+                return Some((id, busy));
+            }
+        }
     }
 
     /// Places tasks at new paces (tasks not yet watched join; others move when their pace
@@ -133,7 +153,6 @@ impl Paces {
         prompt_window: Duration,
         now: Instant,
     ) {
-        let mut leaving: [HashSet<TaskId>; 3] = Default::default();
         let mut joining: [Vec<TaskId>; 3] = Default::default();
         for Move { task, pace } in moves {
             let old = self.placed.get(&task).map(|p| p.pace);
@@ -141,10 +160,15 @@ impl Paces {
                 continue;
             }
             if let Some(ring) = old.and_then(|p| self.ring_of(p)) {
-                leaving[ring].insert(task.clone());
+                self.stale[ring] += 1;
             }
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
             match self.placed.get_mut(&task) {
-                Some(placed) => placed.pace = pace,
+                Some(placed) => {
+                    placed.pace = pace;
+                    placed.ticket = ticket;
+                }
                 None => {
                     self.placed.insert(
                         task.clone(),
@@ -152,6 +176,7 @@ impl Paces {
                             pace,
                             busy: Arc::new(AtomicBool::new(false)),
                             last_turn: None,
+                            ticket,
                         },
                     );
                 }
@@ -160,11 +185,7 @@ impl Paces {
                 joining[ring].push(task);
             }
         }
-        for (ring, leaving) in leaving.iter().enumerate() {
-            if !leaving.is_empty() {
-                self.rings[ring].retain(|id| !leaving.contains(id));
-            }
-        }
+        self.compact();
         let [active, default, settled] = joining;
         self.join(0, active, prompt_window.min(self.intervals.active), now);
         self.join(1, default, new_window, now);
@@ -191,11 +212,27 @@ impl Paces {
         }
     }
 
-    /// Forgets the tasks for which `keep` does not hold.
+    /// Forgets the tasks for which `keep` does not hold (and drops stale entries).
     pub fn retain(&mut self, keep: impl Fn(&TaskId) -> bool) {
         self.placed.retain(|id, _| keep(id));
+        let placed = &self.placed;
         for ring in &mut self.rings {
-            ring.retain(|id| keep(id));
+            ring.retain(|id, ticket| placed.get(id).is_some_and(|p| p.ticket == ticket));
+        }
+        self.stale = [0; 3];
+    }
+
+    /// Drops the stale entries of a ring once they outnumber its live ones: amortised O(1)
+    /// per move.
+    fn compact(&mut self) {
+        for ring in 0..3 {
+            let len = self.rings[ring].len();
+            if self.stale[ring] > 64 && self.stale[ring] * 2 > len {
+                let placed = &self.placed;
+                self.rings[ring]
+                    .retain(|id, ticket| placed.get(id).is_some_and(|p| p.ticket == ticket));
+                self.stale[ring] = 0;
+            }
         }
     }
 
@@ -214,12 +251,13 @@ impl Paces {
             return;
         }
         let phases = plan::phases(tasks.iter(), window);
-        let entries: Vec<(TaskId, Duration, Arc<AtomicBool>)> = tasks
+        let entries: Vec<(TaskId, Duration, Arc<AtomicBool>, u64)> = tasks
             .into_iter()
             .zip(phases)
             .map(|(id, phase)| {
-                let busy = Arc::clone(&self.placed[&id].busy);
-                (id, phase, busy)
+                let placed = &self.placed[&id];
+                let (busy, ticket) = (Arc::clone(&placed.busy), placed.ticket);
+                (id, phase, busy, ticket)
             })
             .collect();
         self.rings[ring].insert_with(entries, now);
@@ -308,13 +346,20 @@ mod tests {
         let later = start + 3 * SECOND;
         paces.place(moves([7], Pace::Prompt), SECOND, 2 * SECOND, later);
         assert_eq!(paces.pace(&id(7)), Some(Pace::Prompt));
-        let due = paces.next_due().unwrap();
+        // The entry it left in the settled ring may still be due first: it is skipped.
+        let mut taken = None;
+        while let Some(due) = paces.next_due().filter(|d| *d <= later + 2 * SECOND) {
+            if let Some((_, popped)) = paces.pop(due.max(later)) {
+                taken = Some((due.max(later), popped));
+                break;
+            }
+        }
+        let (due, popped) = taken.expect("a prompt turn within the window");
         assert!(
             due >= later && due <= later + 2 * SECOND,
             "{:?}",
             due - start
         );
-        let (_, popped) = paces.pop(due).unwrap();
         assert!(Arc::ptr_eq(&flag, &popped));
     }
 
@@ -325,8 +370,9 @@ mod tests {
         paces.place(moves([3, 30], Pace::Settled), SECOND, SECOND, start);
         let taken = turns(&mut paces, start, Duration::from_secs(199));
         assert_eq!(taken.len(), 4, "each once per settled interval: {taken:?}");
-        paces.place(moves([3, 30], Pace::Never), SECOND, SECOND, start);
-        assert_eq!(paces.next_due(), None);
+        let now = start + 200 * SECOND;
+        paces.place(moves([3, 30], Pace::Never), SECOND, SECOND, now);
+        assert!(turns(&mut paces, now, 1000 * SECOND).is_empty());
         assert_eq!(paces.pace(&id(3)), Some(Pace::Never));
         paces.retain(|_| false);
         assert_eq!(paces.len(), 0);
@@ -388,5 +434,24 @@ mod tests {
             taken += usize::from(paces.may_start(&task, due));
         }
         assert_eq!(taken, 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn moving_ten_thousand_tasks_one_at_a_time_keeps_every_ring_small() {
+        let start = Instant::now();
+        let mut paces = Paces::new(intervals(), start);
+        paces.place(moves(0..10_000, Pace::Default), 10 * SECOND, SECOND, start);
+        for i in 0..10_000 {
+            paces.place(moves([i], Pace::Settled), SECOND, SECOND, start);
+        }
+        // Stale entries are compacted away as they come to outnumber the live ones.
+        assert!(paces.rings[1].len() <= 200, "{}", paces.rings[1].len());
+        assert_eq!(paces.rings[2].len(), 10_000);
+        let taken = turns(&mut paces, start, 99 * SECOND);
+        assert_eq!(
+            taken.len(),
+            10_000,
+            "each settled task once, none of the stale entries"
+        );
     }
 }

@@ -36,7 +36,13 @@ struct Entry {
     id: TaskId,
     /// Set while the task's poll runs.
     busy: Arc<AtomicBool>,
+    /// The owner's mark of this placement: an entry whose ticket the owner no longer holds
+    /// (the task moved to another ring) is skipped, and dropped at the next compaction.
+    ticket: u64,
 }
+
+/// One turn taken: the task, its busy flag, and the ticket of the placement.
+pub type Turn = (TaskId, Arc<AtomicBool>, u64);
 
 impl Ring {
     pub fn new(interval: Duration, now: Instant) -> Self {
@@ -48,7 +54,7 @@ impl Ring {
         }
     }
 
-    #[cfg(test)]
+    /// Entries in the ring, live or not.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -61,7 +67,7 @@ impl Ring {
 
     /// Takes the turn under the cursor if it is due at `now`, and moves on. After a stall of
     /// a whole interval or more, moves to the present instead and returns `None`.
-    pub fn pop(&mut self, now: Instant) -> Option<(TaskId, Arc<AtomicBool>)> {
+    pub fn pop(&mut self, now: Instant) -> Option<Turn> {
         let due = self.next_due()?;
         if due > now {
             return None;
@@ -71,7 +77,7 @@ impl Ring {
             return None;
         }
         let entry = &self.entries[self.cursor];
-        let turn = (entry.id.clone(), Arc::clone(&entry.busy));
+        let turn = (entry.id.clone(), Arc::clone(&entry.busy), entry.ticket);
         self.advance();
         Some(turn)
     }
@@ -83,7 +89,7 @@ impl Ring {
         self.insert_with(
             tasks
                 .into_iter()
-                .map(|(id, first)| (id, first, Arc::new(AtomicBool::new(false)))),
+                .map(|(id, first)| (id, first, Arc::new(AtomicBool::new(false)), 0)),
             now,
         );
     }
@@ -93,7 +99,7 @@ impl Ring {
     /// a sort of the 10,000 and one pass, not 10,000 shifts of the vector.
     pub fn insert_with(
         &mut self,
-        tasks: impl IntoIterator<Item = (TaskId, Duration, Arc<AtomicBool>)>,
+        tasks: impl IntoIterator<Item = (TaskId, Duration, Arc<AtomicBool>, u64)>,
         now: Instant,
     ) {
         if self.entries.is_empty() {
@@ -103,10 +109,18 @@ impl Ring {
         }
         let mut new: Vec<(Entry, Instant)> = tasks
             .into_iter()
-            .map(|(id, first, busy)| {
+            .map(|(id, first, busy, ticket)| {
                 let at = now + first;
                 let offset = self.offset_of(at);
-                (Entry { offset, id, busy }, at)
+                (
+                    Entry {
+                        offset,
+                        id,
+                        busy,
+                        ticket,
+                    },
+                    at,
+                )
             })
             .collect();
         if new.is_empty() {
@@ -159,12 +173,12 @@ impl Ring {
     }
 
     /// Keeps the tasks for which `keep` holds.
-    pub fn retain(&mut self, mut keep: impl FnMut(&TaskId) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&TaskId, u64) -> bool) {
         let mut index = 0;
         let mut removed_before_cursor = 0;
         let cursor = self.cursor;
         self.entries.retain(|e| {
-            let kept = keep(&e.id);
+            let kept = keep(&e.id, e.ticket);
             if !kept && index < cursor {
                 removed_before_cursor += 1;
             }
@@ -240,7 +254,7 @@ mod tests {
     fn turns(ring: &mut Ring, start: Instant, until: Duration) -> Vec<(u32, Duration)> {
         let mut out = Vec::new();
         while let Some(due) = ring.next_due().filter(|d| *d <= start + until) {
-            let (task, _) = ring.pop(due).expect("a due turn");
+            let (task, _, _) = ring.pop(due).expect("a due turn");
             let n = u32::from_str_radix(&task.as_str()[..8], 16).unwrap();
             out.push((n, due - start));
         }
@@ -331,13 +345,13 @@ mod tests {
         let start = Instant::now();
         let mut ring = ring_of(4, SECOND, start);
         turns(&mut ring, start, Duration::from_millis(300)); // 0 and 1
-        ring.retain(|t| *t != id(0) && *t != id(2));
+        ring.retain(|t, _| *t != id(0) && *t != id(2));
         let ms = Duration::from_millis;
         assert_eq!(
             turns(&mut ring, start, ms(2000)),
             [(3, ms(750)), (1, ms(1250)), (3, ms(1750))]
         );
-        ring.retain(|_| false);
+        ring.retain(|_, _| false);
         assert_eq!(ring.next_due(), None);
     }
 
