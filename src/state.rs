@@ -120,6 +120,13 @@ pub struct NewActivity {
     /// Rules present at a baseline poll: their `krs_yara_hits_total` series start at 0 so that
     /// `increase()` sees the first new hit (a series born at 1 hides it).
     pub known_rules: Vec<String>,
+    /// The sha256 of the file behind each entry of `downloads`, in the same order (cleaned;
+    /// empty for a file without one): the exemplars of `krs_downloads_total`.
+    pub download_files: Vec<String>,
+    /// The sha256 of the file behind each entry of `yara_hits`, in the same order.
+    pub yara_files: Vec<String>,
+    /// The polled task and the end of its poll, when anything was counted.
+    pub polled: Option<(TaskId, SystemTime)>,
 }
 
 /// What the scheduler knows of one watched task.
@@ -321,7 +328,9 @@ impl State {
     fn apply_with(&self, report: PollReport, limits: Limits) -> Applied {
         let outcome = match report.result {
             Ok(Downloads::Changed { decoded, digest }) => {
-                Outcome::Changed(Box::new(prepare(&decoded, &limits)), digest)
+                let mut prepared = prepare(&decoded, &limits);
+                prepared.files = decoded.files;
+                Outcome::Changed(Box::new(prepared), digest)
             }
             Ok(Downloads::Unchanged(digest)) => Outcome::Unchanged(digest),
             Err(error) => Outcome::Failed(labels::clean(
@@ -329,6 +338,8 @@ impl State {
                 MAX_ERROR_CHARS,
             )),
         };
+        // Files behind new counts, resolved to their hashes once the lock is released.
+        let mut counted = Counted::default();
         let mut inner = self.write();
         // A reload between reading the limits and taking the lock has cleared the digests; a
         // snapshot shaped by the old limits must not get a live one, or every later "unchanged"
@@ -363,21 +374,27 @@ impl State {
                 NewActivity::default()
             }
             Outcome::Changed(prepared, digest) => {
+                let prepared = *prepared;
                 succeeded(row);
                 row.snapshot = Some(Arc::new(prepared.snapshot));
                 task.digest = if stale { None } else { digest };
                 let cap = limits.max_label_values * FLEET_RULES_FACTOR;
                 let activity = match &task.seen {
                     None => baseline_rules(&prepared.rule_labels, fleet_rules, cap),
-                    Some(previous) => new_activity(
-                        &prepared.seen,
-                        &prepared.rule_labels,
-                        previous,
-                        fleet_rules,
-                        cap,
-                    ),
+                    Some(previous) => {
+                        let (activity, keys) = new_activity(
+                            &prepared.seen,
+                            &prepared.rule_labels,
+                            previous,
+                            fleet_rules,
+                            cap,
+                        );
+                        counted = keys;
+                        activity
+                    }
                 };
                 task.seen = Some(prepared.seen);
+                counted.files = prepared.files;
                 activity
             }
             Outcome::Failed(error) => {
@@ -387,6 +404,12 @@ impl State {
             }
         };
         inner.update_ready();
+        drop(inner);
+        let mut activity = activity;
+        if !activity.downloads.is_empty() || !activity.yara_hits.is_empty() {
+            counted.resolve(&mut activity, limits.max_label_length);
+            activity.polled = Some((report.task, report.finished));
+        }
         Applied { activity, was_up }
     }
 
@@ -573,41 +596,78 @@ fn baseline_rules(
     }
 }
 
-/// Files and (file, rule) matches of `current` that `previous` did not have; rules beyond the
-/// fleet cap are counted under [`OTHER`]. Linear in the files and rules of both polls.
+/// Which files a poll's new counts came from, by [`file_key`]: found under the lock, turned
+/// into hashes after it ([`Counted::resolve`]).
+#[derive(Default)]
+struct Counted {
+    /// One per entry of [`NewActivity::downloads`].
+    downloads: Vec<u64>,
+    /// One per entry of [`NewActivity::yara_hits`].
+    yara_hits: Vec<u64>,
+    /// The response's records, moved out of the decoded body (and dropped outside the lock).
+    files: Vec<Download>,
+}
+
+impl Counted {
+    /// Fills `activity`'s file hashes, cleaned and cut to `max` characters. One pass over the
+    /// response, only for a poll that counted something.
+    fn resolve(self, activity: &mut NewActivity, max: usize) {
+        let wanted: HashSet<u64> = self
+            .downloads
+            .iter()
+            .chain(&self.yara_hits)
+            .copied()
+            .collect();
+        let mut sha256: HashMap<u64, String> = HashMap::with_capacity(wanted.len());
+        for file in &self.files {
+            let key = file_key(file);
+            if wanted.contains(&key) {
+                sha256
+                    .entry(key)
+                    .or_insert_with(|| labels::clean(&file.sha256, max));
+            }
+        }
+        let of = |key: &u64| sha256.get(key).cloned().unwrap_or_default();
+        activity.download_files = self.downloads.iter().map(of).collect();
+        activity.yara_files = self.yara_hits.iter().map(of).collect();
+    }
+}
+
+/// Files and (file, rule) matches of `current` that `previous` did not have, with the keys of
+/// the files they came from; rules beyond the fleet cap are counted under [`OTHER`]. Linear
+/// in the files and rules of both polls.
 fn new_activity(
     current: &HashMap<u64, SeenFile>,
     rule_labels: &HashMap<u64, String>,
     previous: &HashMap<u64, SeenFile>,
     fleet_rules: &mut HashSet<String>,
     cap: usize,
-) -> NewActivity {
-    let mut activity = NewActivity::default();
+) -> (NewActivity, Counted) {
+    let mut downloads: Vec<(DangerZone, u64)> = Vec::new();
+    let mut hits: Vec<(String, u64)> = Vec::new();
     let label = |hash: &u64| rule_labels.get(hash).cloned();
     for (key, new) in current {
         match previous.get(key) {
             None => {
-                activity.downloads.push(new.zone);
-                activity
-                    .yara_hits
-                    .extend(new.rules.iter().filter_map(label));
+                downloads.push((new.zone, *key));
+                hits.extend(new.rules.iter().filter_map(label).map(|r| (r, *key)));
             }
             Some(old) => {
                 if old.zone != new.zone {
-                    activity.downloads.push(new.zone);
+                    downloads.push((new.zone, *key));
                 }
                 for hash in &new.rules {
                     if old.rules.binary_search(hash).is_err() {
-                        activity.yara_hits.extend(label(hash));
+                        hits.extend(label(hash).map(|r| (r, *key)));
                     }
                 }
             }
         }
     }
     // The files come out of a hash map: a stable order keeps logs and tests repeatable.
-    activity.downloads.sort_unstable();
-    activity.yara_hits.sort_unstable();
-    for rule in &mut activity.yara_hits {
+    downloads.sort_unstable();
+    hits.sort_unstable();
+    for (rule, _) in &mut hits {
         if !fleet_rules.contains(rule.as_str()) {
             if fleet_rules.len() < cap {
                 fleet_rules.insert(rule.clone());
@@ -616,7 +676,19 @@ fn new_activity(
             }
         }
     }
-    activity
+    let (zones, download_keys) = downloads.into_iter().unzip();
+    let (rules, hit_keys) = hits.into_iter().unzip();
+    let activity = NewActivity {
+        downloads: zones,
+        yara_hits: rules,
+        ..NewActivity::default()
+    };
+    let counted = Counted {
+        downloads: download_keys,
+        yara_hits: hit_keys,
+        files: Vec::new(),
+    };
+    (activity, counted)
 }
 
 /// A successful response digested outside the lock.
@@ -626,6 +698,8 @@ struct Prepared {
     seen: HashMap<u64, SeenFile>,
     /// Hash of a raw rule name → its label value, for every rule of the response.
     rule_labels: HashMap<u64, String>,
+    /// The records themselves, for the hashes of newly counted files ([`Counted`]).
+    files: Vec<Download>,
 }
 
 /// Counts, cleans and caps one response. Linear in the records and their values: each file
@@ -713,6 +787,7 @@ fn prepare(decoded: &Decoded, limits: &Limits) -> Prepared {
         snapshot,
         seen,
         rule_labels,
+        files: Vec::new(),
     }
 }
 

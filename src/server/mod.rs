@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /metrics` (the telemetry path) | the exposition, `text/plain; version=0.0.4` |
+//! | `GET /metrics` (the telemetry path) | the exposition, `text/plain; version=0.0.4`, or OpenMetrics 1.0 when `Accept` prefers it |
 //! | `GET /` | landing page with the per-task status table |
 //! | `GET /-/healthy` | 200 while the process runs |
 //! | `GET /-/ready` | 200 once every watched task was polled, 503 before |
@@ -494,7 +494,9 @@ async fn route<B>(routes: &Routes, req: Request<B>) -> Response<Body> {
     let readable = method == Method::GET || method == Method::HEAD;
     let response = if path == routes.telemetry_path {
         if readable {
-            scrape::metrics(routes, accepts_gzip(&req), permit.take()).await
+            let accept = req.headers().get_all(header::ACCEPT);
+            let format = scrape::negotiate(accept.iter().filter_map(|v| v.to_str().ok()));
+            scrape::metrics(routes, format, accepts_gzip(&req), permit.take()).await
         } else {
             not_allowed("GET, HEAD")
         }
