@@ -338,7 +338,7 @@ mod tests {
         }
         let om = metrics.render_as(Format::OpenMetrics, &state);
         let exemplar = format!(
-            " # {{task_id=\"{TASK}\",sha256=\"aa\\\"}} 9 # {{x=\\\"1\u{FFFD}\u{FFFD}\\\\\"}} 1 1764135791.25"
+            " # {{task_id=\"{TASK}\",sha256=\"aa\u{FFFD}\u{FFFD} 9 # {{x=\u{FFFD}1\u{FFFD}\u{FFFD}\u{FFFD}\"}} 1 1764135791.25"
         );
         let red = format!("krs_downloads_total{{danger_zone=\"Red\"}} 1{exemplar}");
         let hit = format!("krs_yara_hits_total{{rule=\"r\\\"}} # {{\"}} 1{exemplar}");

@@ -30,8 +30,12 @@ impl Exemplar {
     /// The most characters an exemplar's label names and values may hold together.
     pub const MAX_CHARS: usize = 128;
 
-    /// An exemplar of `labels` at `at`. Values are cleaned like every label value; the last
-    /// ones are cut (or left out) so the whole set stays within [`Exemplar::MAX_CHARS`].
+    /// An exemplar of `labels` at `at`. Values are cleaned like every label value, and `"`,
+    /// `\` and `}` become U+FFFD too: the format allows them escaped, but the reference parser
+    /// (`prometheus_client.openmetrics.parser`) reads an exemplar by counting quotes, escaped or
+    /// not, and ends its labels at the first `}`; it would reject the whole scrape. (The values
+    /// are a task id and a hash, which hold none of them.) The last values are cut (or left
+    /// out) so the whole set stays within [`Exemplar::MAX_CHARS`].
     pub fn new(labels: &[(&'static str, &str)], at: SystemTime) -> Exemplar {
         let mut room = Exemplar::MAX_CHARS;
         let mut kept = Vec::with_capacity(labels.len());
@@ -41,7 +45,13 @@ impl Exemplar {
                 break;
             }
             room -= name_chars;
-            let value = labels::clean(value, room);
+            let value: String = labels::clean(value, room)
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' | '}' => labels::REPLACEMENT,
+                    c => c,
+                })
+                .collect();
             room -= value.chars().count();
             kept.push((*name, value));
         }
@@ -266,11 +276,11 @@ mod tests {
     #[test]
     fn a_counter_sample_carries_its_exemplar_after_the_value() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_135_791_250);
-        let e = Exemplar::new(&[("task_id", "t1"), ("sha256", "ab\"\n")], at);
+        let e = Exemplar::new(&[("task_id", "t1"), ("sha256", "ab\"\n}")], at);
         let text = encoded(Some(&e));
         assert!(
             text.contains(
-                "app_hits_total{zone=\"Red\"} 3 # {task_id=\"t1\",sha256=\"ab\\\"\u{FFFD}\"} 1 1764135791.25\n"
+                "app_hits_total{zone=\"Red\"} 3 # {task_id=\"t1\",sha256=\"ab\u{FFFD}\u{FFFD}\u{FFFD}\"} 1 1764135791.25\n"
             ),
             "{text}"
         );
