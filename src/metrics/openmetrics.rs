@@ -5,9 +5,13 @@
 //! - a counter's family is named without `_total` in `# HELP`/`# TYPE`; its sample keeps the
 //!   suffix (a counter registered without one gains it, as client_golang does);
 //! - `# UNIT` for families whose name ends in a base unit (`_seconds`, `_bytes`);
-//! - `# HELP` escapes `"` too; `le` and `quantile` are written as floats (`1.0`, not `1`);
+//! - `# HELP` escapes `"` too;
 //! - a counter's sample may carry an exemplar: ` # {labels} value timestamp`, its labels at
 //!   most [`Exemplar::MAX_CHARS`] characters, as the format allows.
+//!
+//! `le` and `quantile` are written as the text format writes them (`1`, not client_golang's
+//! `1.0`; the format requires canonical spelling only of `+Inf`): Prometheus 2 keeps label
+//! values as scraped, so a scrape that switches format keeps its bucket series.
 //!
 //! `_created` series are left out (the format makes them optional, and the crate does not
 //! keep creation times). `# EOF` is the caller's: the per-task families follow these.
@@ -207,13 +211,10 @@ fn sample(out: &mut String, name: &str, metric: &Metric, extra: Option<(&str, &s
     out.push('\n');
 }
 
-/// A float label value as OpenMetrics writes it: `1.0` rather than `1`, `+Inf`.
+/// A float label value (`le`, `quantile`) as the text format writes it: `1`, `0.005`, `+Inf`.
 fn float_label(v: f64) -> String {
     let mut s = String::new();
     v.write(&mut s);
-    if v.is_finite() && !s.contains(['.', 'e', 'E']) {
-        s.push_str(".0");
-    }
     s
 }
 
@@ -259,7 +260,7 @@ mod tests {
              # TYPE app_duration_seconds histogram\n\
              # UNIT app_duration_seconds seconds\n\
              app_duration_seconds_bucket{le=\"0.5\"} 0\n\
-             app_duration_seconds_bucket{le=\"1.0\"} 1\n\
+             app_duration_seconds_bucket{le=\"1\"} 1\n\
              app_duration_seconds_bucket{le=\"+Inf\"} 1\n\
              app_duration_seconds_sum 0.75\n\
              app_duration_seconds_count 1\n\
@@ -308,8 +309,8 @@ mod tests {
     }
 
     #[test]
-    fn float_labels_keep_a_decimal_point() {
-        assert_eq!(float_label(1.0), "1.0");
+    fn float_labels_are_spelled_as_in_the_text_format() {
+        assert_eq!(float_label(1.0), "1");
         assert_eq!(float_label(0.005), "0.005");
         assert_eq!(float_label(f64::INFINITY), "+Inf");
     }
