@@ -13,6 +13,7 @@ mod faults;
 mod flood;
 mod health;
 mod lifecycle;
+mod listeners;
 mod openmetrics;
 mod pages;
 mod sharding;
