@@ -6,7 +6,8 @@
 //! - `state_apply/steady_3_files`: a repeat poll with the same three files (the common case)
 //!   in a state of 1,000 polled tasks;
 //! - `render/{100,1000,10000}`: `Metrics::render` for that many polled tasks with three files
-//!   each in the fleet mix of `support/fleet.rs`.
+//!   each in the fleet mix of `support/fleet.rs`;
+//! - `render_openmetrics/{100,1000,10000}`: the same scrape negotiated as OpenMetrics 1.0.
 //!
 //! Sampling is kept small (10 samples, 2 s each) so `cargo bench --bench hot_paths` finishes in
 //! about a minute; method and results are in `BENCHMARKS.md`.
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use krs_exporter::config::{TaskId, TaskLabels, TaskSpec};
-use krs_exporter::metrics::Metrics;
+use krs_exporter::metrics::{Format, Metrics};
 use krs_exporter::sandbox::decode::decode_downloads;
 use krs_exporter::sandbox::Download;
 use krs_exporter::shard::Shard;
@@ -95,6 +96,20 @@ fn render(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &state, |b, state| {
             b.iter(|| metrics.render(black_box(state)));
+        });
+    }
+    group.finish();
+
+    // The same scrape negotiated as OpenMetrics: the registry through our own encoder, the
+    // per-task families with `# UNIT` lines and `# EOF`.
+    let mut group = c.benchmark_group("render_openmetrics");
+    for n in [100u64, 1_000, 10_000] {
+        let state = fleet_state(n, true);
+        let metrics = Metrics::new(Shard::ALL);
+        let bytes = metrics.render_as(Format::OpenMetrics, &state).len();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &state, |b, state| {
+            b.iter(|| metrics.render_as(Format::OpenMetrics, black_box(state)));
         });
     }
     group.finish();

@@ -22,6 +22,8 @@ deploy/prometheus/alerts.yml. Then checks:
    failing, storage write failing) evaluates to what the scenario implies, pending where it
    returns a series; and the Red file of each of 8 detonating tasks reaches the webhook, timed
    from its appearance at the simulator (p50/p99 printed, p99 within 5 s).
+5. Prometheus (with `--enable-feature=exemplar-storage`) scrapes OpenMetrics and
+   `/api/v1/query_exemplars` returns the Red counter's exemplar naming the task and file.
 
 Prints PASS/FAIL per check and a final `N passed, M failed` line; exits 1 on any failure. Waits
 on conditions with deadlines, never on bare sleeps; stops every process it started on exit.
@@ -440,6 +442,22 @@ def check_metrics_lint(report, tools, exporter_port):
                  f"HTTP {status}, exit {out.returncode}: {text[:500]}", f"{len(body.splitlines())} lines")
 
 
+def check_exemplars(report, prom):
+    """Prometheus negotiates OpenMetrics and keeps the Red counter's exemplar: the file."""
+    def red_exemplar():
+        end = time.time()
+        for series in prom.api("query_exemplars", query='krs_downloads_total{danger_zone="Red"}',
+                               start=end - 600, end=end):
+            for e in series.get("exemplars", []):
+                if e["labels"] == {"task_id": RED_TASK["id"], "sha256": RED_FILE["sha256"]}:
+                    return e
+        return None
+    found = wait_for(red_exemplar, 20)
+    report.check("query_exemplars names the Red task and file (OpenMetrics scrape)", found,
+                 json.dumps(prom.api("query_exemplars", query="krs_downloads_total",
+                                     start=time.time() - 600, end=time.time()))[:600])
+
+
 def check_dashboards(report, prom, exporter_port):
     for fname in sorted(os.listdir(DASHBOARDS)):
         if not fname.endswith(".json"):
@@ -628,7 +646,8 @@ scrape_configs:
 """)
     procs.start("prometheus", [tools["prometheus"], f"--config.file={prom_config}",
                                f"--storage.tsdb.path={os.path.join(tmp, 'prometheus')}",
-                               f"--web.listen-address=127.0.0.1:{prom_port}"])
+                               f"--web.listen-address=127.0.0.1:{prom_port}",
+                               "--enable-feature=exemplar-storage"])
     prom = Prometheus(prom_port)
     report.require("prometheus becomes ready",
                    wait_for(lambda: http("GET", f"{prom.base}/-/ready")[0] == 200, 30), procs.log_tail("prometheus"))
@@ -643,6 +662,7 @@ scrape_configs:
     report.check("no other static task has a Red download", all(
         s["metric"].get("task_id") == RED_TASK["id"] for s in static_red), json.dumps(static_red)[:400])
     check_metrics_lint(report, tools, exp_port)
+    check_exemplars(report, prom)
 
     def red_firing():
         return [a for a in prom.firing("KrsRedZoneDownload") if a["labels"].get("task_id") not in DETONATING_IDS]

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it. On a fresh Debian machine with Rust it first installs
 # what the tests drive for real (Prometheus and promtool, Alertmanager), then runs:
 #   formatting and lint checks, unit and integration tests, validation of every deployment
-#   file, and the end-to-end test against the real Prometheus and Alertmanager.
+#   file, and the end-to-end test against the real Prometheus and Alertmanager, and the
+#   OpenMetrics answer through the reference parser (pip: prometheus-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,11 @@ scripts/validate-deploy.sh
 step "end to end: simulator, exporter, Prometheus, Alertmanager"
 cargo build --locked --workspace --bins
 python3 scripts/e2e.py --bin-dir "$bin_dir"
+
+step "OpenMetrics: the reference parser reads the demo's scrapes and a hostile scenario's"
+python3 -c 'import prometheus_client' 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check prometheus-client
+python3 scripts/check-openmetrics.py --bin-dir "$bin_dir"
 
 step "end to end, sharded: three shards and a spare replica equal one unsharded exporter"
 python3 scripts/e2e-sharded.py --bin-dir "$bin_dir"

@@ -133,6 +133,12 @@ systemd_verify() {
   silent systemd-analyze verify "$tmp/krs-exporter.service"
 }
 
+# The socket unit, verified with the service it activates.
+systemd_verify_socket() {
+  cp deploy/systemd/krs-exporter.socket "$tmp/krs-exporter.socket"
+  silent systemd-analyze verify "$tmp/krs-exporter.socket" "$tmp/krs-exporter.service"
+}
+
 # Exposure score of the unit's sandboxing, 0 (locked down) .. 100 (wide open); 20 = "OK" band.
 systemd_security() {
   systemd-analyze security --offline=yes --threshold=20 "$tmp/krs-exporter.service" >/dev/null
@@ -185,6 +191,7 @@ check "compose file against the compose-spec schema" \
 check "hadolint deploy/Dockerfile" hadolint deploy/Dockerfile
 if command -v systemd-analyze >/dev/null; then
   check "systemd-analyze verify deploy/systemd/krs-exporter.service (ExecStart=/bin/true in a copy)" systemd_verify
+  check "systemd-analyze verify deploy/systemd/krs-exporter.socket with the service" systemd_verify_socket
   check "systemd-analyze security: exposure of the unit at most 2.0 (OK)" systemd_security
 else
   skip "systemd-analyze verify/security" "systemd-analyze is not installed"

@@ -142,16 +142,33 @@ fn take<F>(slot: &std::sync::Mutex<Option<F>>) -> Option<F> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// The sockets the exporter serves on, already bound (or handed over by systemd): every one gets
+/// the same routes, web configuration and connection limits.
+pub struct Listeners(pub Vec<TcpListener>);
+
+impl From<TcpListener> for Listeners {
+    fn from(listener: TcpListener) -> Self {
+        Listeners(vec![listener])
+    }
+}
+
+impl From<Vec<TcpListener>> for Listeners {
+    fn from(listeners: Vec<TcpListener>) -> Self {
+        Listeners(listeners)
+    }
+}
+
 /// Runs the exporter until `shutdown` is cancelled, then drains within `options.shutdown_grace`.
 ///
 /// Fails only if the web configuration's certificates cannot be loaded; nothing is started then.
 pub async fn run(
     source: ConfigSource,
     active: Active,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), WebConfigError> {
+    let Listeners(listeners) = listeners.into();
     let tls = match options.web.tls() {
         Some(settings) => Some(Arc::new(TlsAcceptorCache::new(settings.clone())?)),
         None => None,
@@ -212,7 +229,7 @@ pub async fn run(
     };
     let reloads = tokio::spawn(reloader.run(reload_rx, options.hangups, shutdown.clone()));
 
-    if let Ok(addr) = listener.local_addr() {
+    for addr in listeners.iter().filter_map(|l| l.local_addr().ok()) {
         info!(
             address = %addr,
             telemetry_path = %options.telemetry_path,
@@ -231,7 +248,7 @@ pub async fn run(
         ..Routes::new(state, metrics, reload_tx)
     });
     let serving = server::serve(
-        listener,
+        listeners,
         routes,
         tls,
         options.connection_limits,

@@ -43,13 +43,19 @@ pub struct Flags {
     /// Validate the configuration, print a summary or the problems, and exit.
     #[arg(long = "config.check")]
     pub config_check: bool,
-    /// Address to serve on: `:PORT`, `HOST:PORT` or `[::1]:PORT`.
+    /// Address to serve on: `:PORT`, `HOST:PORT` or `[::1]:PORT`. Repeat it to serve on
+    /// several; every address gets the same routes and web configuration.
     #[arg(
         long = "web.listen-address",
         value_name = "ADDR",
-        default_value = ":10130"
+        default_value = ":10130",
+        action = clap::ArgAction::Append
     )]
-    pub listen_address: String,
+    pub listen_address: Vec<String>,
+    /// Serve on the sockets systemd hands over (`LISTEN_FDS`, socket activation) instead of
+    /// binding `--web.listen-address`.
+    #[arg(long = "web.systemd-socket")]
+    pub systemd_socket: bool,
     /// TLS, basic auth and headers for the exporter's endpoints, in the exporter-toolkit
     /// web-config.yml format.
     #[arg(long = "web.config.file", value_name = "PATH")]
@@ -108,6 +114,8 @@ pub enum CliError {
     ListenAddress { address: String, why: String },
     #[error("--web.listen-address {address:?}: {source}")]
     Listen { address: String, source: io::Error },
+    #[error("--web.systemd-socket: {source}")]
+    SystemdSocket { source: io::Error },
     #[error("{0}")]
     Shard(#[from] ShardError),
     #[error("{0}")]
@@ -146,7 +154,9 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
     if !path.starts_with('/') || path == "/" || path.starts_with("/-/") {
         return Err(CliError::TelemetryPath(path.clone()));
     }
-    check_listen_address(&flags.listen_address)?;
+    for address in &flags.listen_address {
+        check_listen_address(address)?;
+    }
     let shard = Shard::parse(&flags.shard_index, flags.shard_total)?;
     if flags.config_check && !flags.demo {
         if let Some(path) = &flags.web_config_file {
@@ -184,7 +194,7 @@ pub fn run(flags: Flags) -> Result<Outcome, CliError> {
 struct Started {
     source: ConfigSource,
     active: Active,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     web: WebConfig,
     banner: Option<String>,
     /// Kept alive while the daemon runs: the simulator of `--demo`.
@@ -218,7 +228,7 @@ async fn daemon(
     let Started {
         source,
         active,
-        listener,
+        listeners,
         web,
         banner,
         _demo,
@@ -243,7 +253,7 @@ async fn daemon(
         },
         shutdown_grace: grace,
     };
-    app::run(source, active, listener, options, shutdown).await?;
+    app::run(source, active, listeners, options, shutdown).await?;
     Ok(Outcome::Stopped)
 }
 
@@ -294,11 +304,19 @@ async fn start(
         (ConfigSource::File(flags.config_file.clone()), None, None)
     };
     let active = app::load_off_thread(source.clone(), shard).await?;
-    let listener = bind(&flags.listen_address).await?;
+    let listeners = if flags.systemd_socket {
+        systemd_listeners()?
+    } else {
+        let mut listeners = Vec::with_capacity(flags.listen_address.len());
+        for address in &flags.listen_address {
+            listeners.push(bind(address).await?);
+        }
+        listeners
+    };
     Ok(Started {
         source,
         active,
-        listener,
+        listeners,
         web,
         banner,
         _demo: demo,
@@ -368,6 +386,29 @@ pub async fn bind(address: &str) -> Result<TcpListener, CliError> {
         }
     }
     Err(err(last))
+}
+
+/// The TCP sockets systemd passed (`LISTEN_FDS`, `LISTEN_PID`), in order. Taking a file
+/// descriptor over needs `unsafe`, which this crate forbids; `listenfd` does it, checking that
+/// the variables are meant for this process and that each descriptor is a TCP socket.
+fn systemd_listeners() -> Result<Vec<TcpListener>, CliError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let err = |source| CliError::SystemdSocket { source };
+    let mut listeners = Vec::new();
+    for i in 0..fds.len() {
+        let Some(listener) = fds.take_tcp_listener(i).map_err(err)? else {
+            continue;
+        };
+        listener.set_nonblocking(true).map_err(err)?;
+        listeners.push(TcpListener::from_std(listener).map_err(err)?);
+    }
+    if listeners.is_empty() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no listening TCP socket was passed (LISTEN_FDS unset or 0, or LISTEN_PID is another process)",
+        )));
+    }
+    Ok(listeners)
 }
 
 /// Listens on `addr` with [`LISTEN_BACKLOG`], reusing the address as `TcpListener::bind` does.

@@ -46,7 +46,7 @@
 //! | [`retry`] | backoff timing (the only user of the `backoff` crate) |
 //! | [`sandbox`] | one HTTP attempt, the API's URL layout, response decoding, error classification |
 //! | [`state`] | per-task records and the typed poll outcome, baselines for the fleet counters |
-//! | [`metrics`] | the registry and its recording methods, the per-task families and their render cache, the exposition text |
+//! | [`metrics`] | the registry and its recording methods, the per-task families and their render cache, the exposition in text 0.0.4 or OpenMetrics 1.0 (with the fleet counters' exemplars) |
 //! | [`server`] | HTTP routes and the landing page |
 //! | [`signals`] | SIGTERM/SIGINT and SIGHUP, registered before anything else |
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |

@@ -1,13 +1,69 @@
-//! Writing Prometheus text format 0.0.4 by hand for the per-task families, whose label values
-//! come from the sandbox. Every label value passes through [`escape_label_value`], so no input
-//! can end a quoted value or start a new line.
+//! Writing the exposition by hand for the per-task families, whose label values come from the
+//! sandbox. Every label value passes through [`escape_label_value`], so no input can end a
+//! quoted value or start a new line.
+//!
+//! Two formats share the writer ([`Format`]): Prometheus text 0.0.4 and OpenMetrics 1.0. The
+//! per-task families are all gauges, whose sample lines are the same in both; only the headers
+//! differ (OpenMetrics escapes `"` in `# HELP` and adds `# UNIT`) and OpenMetrics ends with
+//! `# EOF`, which [`Chunks::finish`] writes.
 
 use std::fmt::Write;
 
-/// Appends a `# HELP` and `# TYPE` header.
+/// An exposition format the telemetry path serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4: the default, for every client that does not ask for
+    /// OpenMetrics.
+    #[default]
+    Text,
+    /// OpenMetrics 1.0 (`application/openmetrics-text`), with exemplars.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Appends a text-format `# HELP` and `# TYPE` header.
 pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Appends a family's header in `format`: for OpenMetrics the help escaped its way and a
+/// `# UNIT` line when the name ends in a base unit. `name` is the family's name (for a counter,
+/// without `_total`).
+pub fn header_as(out: &mut String, format: Format, name: &str, kind: &str, help: &str) {
+    match format {
+        Format::Text => header(out, name, kind, help),
+        Format::OpenMetrics => {
+            let _ = write!(out, "# HELP {name} ");
+            escape_openmetrics_help(out, help);
+            let _ = writeln!(out, "\n# TYPE {name} {kind}");
+            if let Some(unit) = unit_of(name) {
+                let _ = writeln!(out, "# UNIT {name} {unit}");
+            }
+        }
+    }
+}
+
+/// The OpenMetrics unit a family name ends in (`_seconds`, `_bytes`), if any.
+pub fn unit_of(name: &str) -> Option<&'static str> {
+    ["seconds", "bytes"].into_iter().find(|unit| {
+        name.strip_suffix(unit)
+            .is_some_and(|stem| stem.len() > 1 && stem.ends_with('_'))
+    })
+}
+
+/// Escapes a help text per OpenMetrics: backslash, double quote and line feed.
+pub fn escape_openmetrics_help(out: &mut String, help: &str) {
+    escape_label_value(out, help);
 }
 
 /// Appends one sample line: `name{l1="v1",...} value`.
@@ -62,21 +118,42 @@ pub struct Chunks<'a> {
     target: usize,
     emit: &'a mut dyn FnMut(String) -> bool,
     open: bool,
+    format: Format,
 }
 
 impl<'a> Chunks<'a> {
+    /// Chunks of text format 0.0.4.
     pub fn new(target: usize, emit: &'a mut dyn FnMut(String) -> bool) -> Self {
+        Chunks::with_format(Format::Text, target, emit)
+    }
+
+    pub fn with_format(
+        format: Format,
+        target: usize,
+        emit: &'a mut dyn FnMut(String) -> bool,
+    ) -> Self {
         Chunks {
             buf: String::with_capacity(target + target / 4),
             target,
             emit,
             open: true,
+            format,
         }
     }
 
     /// Where to write.
     pub fn text(&mut self) -> &mut String {
         &mut self.buf
+    }
+
+    /// The format being written.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Appends a family's header in the format being written ([`header_as`]).
+    pub fn header(&mut self, name: &str, kind: &str, help: &str) {
+        header_as(&mut self.buf, self.format, name, kind, help);
     }
 
     /// Emits the buffer if it is full; `false` once the consumer is gone.
@@ -87,8 +164,12 @@ impl<'a> Chunks<'a> {
         self.open
     }
 
-    /// Emits what is left; `false` if the consumer went away at any point.
+    /// Emits what is left (in OpenMetrics ending with `# EOF`); `false` if the consumer went
+    /// away at any point.
     pub fn finish(mut self) -> bool {
+        if self.format == Format::OpenMetrics {
+            self.buf.push_str("# EOF\n");
+        }
         if !self.buf.is_empty() {
             self.emit_buffer();
         }

@@ -10,12 +10,15 @@
 //!   which suits a writer that escapes every value and keeps no registry entries to clean up.
 //!
 //! [`exposition`] is the hand-written text format and the chunking that lets a scrape of any
-//! size stream; this file joins the two sources into one exposition.
+//! size stream; [`openmetrics`] writes the registry's families as OpenMetrics 1.0, with the
+//! exemplars of the fleet counters. This file joins the two sources into one exposition in
+//! either [`Format`].
 
 pub mod appliance;
 pub mod discovery;
 pub mod exposition;
 mod family;
+pub mod openmetrics;
 pub mod registry;
 pub mod sandbox;
 pub mod tasks;
@@ -27,6 +30,7 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::state::State;
 use exposition::Chunks;
+pub use exposition::Format;
 pub use family::unix_seconds;
 pub use registry::Metrics;
 
@@ -34,10 +38,16 @@ pub use registry::Metrics;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Metrics {
-    /// The whole exposition: the registry's families, then the per-task families.
+    /// The whole exposition in text format: the registry's families, then the per-task
+    /// families.
     pub fn render(&self, state: &State) -> String {
+        self.render_as(Format::Text, state)
+    }
+
+    /// The whole exposition in `format`.
+    pub fn render_as(&self, format: Format, state: &State) -> String {
         let mut all = String::new();
-        self.render_chunked(state, 1 << 20, &mut |chunk| {
+        self.render_chunked_as(format, state, 1 << 20, &mut |chunk| {
             all.push_str(&chunk);
             true
         });
@@ -53,12 +63,34 @@ impl Metrics {
         chunk_bytes: usize,
         emit: &mut dyn FnMut(String) -> bool,
     ) -> bool {
-        let mut out = Chunks::new(chunk_bytes, emit);
+        self.render_chunked_as(Format::Text, state, chunk_bytes, emit)
+    }
+
+    /// [`Metrics::render_chunked`] in `format`.
+    pub fn render_chunked_as(
+        &self,
+        format: Format,
+        state: &State,
+        chunk_bytes: usize,
+        emit: &mut dyn FnMut(String) -> bool,
+    ) -> bool {
+        let mut out = Chunks::with_format(format, chunk_bytes, emit);
         let families = self.registry().gather();
-        let mut buf = Vec::with_capacity(16 * 1024);
-        // Encoding our own registry into a Vec cannot fail: every family is well-formed.
-        if TextEncoder::new().encode(&families, &mut buf).is_ok() {
-            out.text().push_str(&String::from_utf8_lossy(&buf));
+        match format {
+            Format::Text => {
+                let mut buf = Vec::with_capacity(16 * 1024);
+                // Encoding our own registry into a Vec cannot fail: every family is well-formed.
+                if TextEncoder::new().encode(&families, &mut buf).is_ok() {
+                    out.text().push_str(&String::from_utf8_lossy(&buf));
+                }
+            }
+            Format::OpenMetrics => {
+                let exemplars = self.exemplars();
+                openmetrics::encode(out.text(), &families, &|name, metric| {
+                    let value = metric.get_label().first()?.value();
+                    exemplars.get(name)?.get(value)
+                });
+            }
         }
         self.tasks.render(&mut out, state);
         out.finish()
@@ -69,7 +101,7 @@ impl Metrics {
 mod tests {
     use std::time::SystemTime;
 
-    use super::testing::{tasks_text, valid_line, TASK};
+    use super::testing::{tasks_text, valid_line, valid_openmetrics_line, TASK};
     use super::*;
     use crate::config::{TaskId, TaskLabels, TaskSpec};
     use crate::sandbox::Download;
@@ -200,5 +232,138 @@ mod tests {
             5
         );
         assert!(!text.lines().any(|l| l.starts_with("forged")));
+    }
+
+    fn one_task_state() -> State {
+        let task = TaskSpec {
+            id: TaskId::parse(TASK).expect("valid id"),
+            name: String::new(),
+            labels: TaskLabels::default(),
+        };
+        State::new(WatchList {
+            discovered: 0,
+            tasks: vec![task].into(),
+            label_keys: Vec::new(),
+            limits: Limits {
+                max_label_length: 64,
+                max_label_values: 100,
+                file_info_zones: [true; 6],
+                ..Limits::default()
+            },
+        })
+    }
+
+    #[test]
+    fn an_openmetrics_render_in_chunks_is_the_whole_one_ending_in_a_single_eof() {
+        let state = one_task_state();
+        let metrics = Metrics::new(Shard::ALL);
+        for _ in 0..2 {
+            let applied = state.apply(PollReport {
+                life: None,
+                task: TaskId::parse(TASK).expect("valid id"),
+                finished: SystemTime::now(),
+                status: Some(200),
+                result: Ok(vec![Download {
+                    zone: DangerZone::Red,
+                    sha256: "aa".into(),
+                    yara_rules: vec!["r1".into()],
+                    ..Download::default()
+                }]
+                .into()),
+            });
+            metrics.record_activity(&applied.activity);
+        }
+        let whole = metrics.render_as(Format::OpenMetrics, &state);
+        let mut chunks = Vec::new();
+        assert!(
+            metrics.render_chunked_as(Format::OpenMetrics, &state, 256, &mut |c| {
+                chunks.push(c);
+                true
+            })
+        );
+        assert!(chunks.len() > 5, "{} chunks", chunks.len());
+        // The process's own gauges (memory, descriptors) move between two renders.
+        let steady = |s: &str| -> String {
+            s.lines()
+                .filter(|l| !l.starts_with("process_"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        assert_eq!(steady(&chunks.concat()), steady(&whole));
+        assert!(whole.ends_with("\n# EOF\n"), "{whole}");
+        assert_eq!(whole.lines().filter(|l| *l == "# EOF").count(), 1);
+        assert!(whole.contains("# TYPE krs_polls counter\nkrs_polls_total 0\n"));
+        assert!(whole.contains(
+            "# TYPE krs_poll_duration_seconds histogram\n\
+             # UNIT krs_poll_duration_seconds seconds\n"
+        ));
+
+        // The per-task families are gauges: the same lines as in text, but for `# UNIT`.
+        let text = metrics.render(&state);
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+        let tasks_of = |s: &str| s[s.find("# HELP krs_watched_tasks").unwrap()..].to_string();
+        let om_tasks: String = tasks_of(&whole)
+            .lines()
+            .filter(|l| !l.starts_with("# UNIT ") && *l != "# EOF")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(om_tasks, tasks_of(&text));
+        assert!(whole.contains(
+            "# TYPE krs_task_download_bytes gauge\n# UNIT krs_task_download_bytes bytes\n"
+        ));
+    }
+
+    #[test]
+    fn a_new_red_file_gives_the_red_counter_an_exemplar_naming_it_even_when_hostile() {
+        let state = one_task_state();
+        let metrics = Metrics::new(Shard::ALL);
+        let hostile_sha = "aa\"} 9 # {x=\"1\n\u{202e}\\";
+        let polls = [
+            Vec::new(),
+            vec![Download {
+                zone: DangerZone::Red,
+                sha256: hostile_sha.into(),
+                yara_rules: vec!["r\"} # {".into()],
+                ..Download::default()
+            }],
+        ];
+        let finished = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_135_791_250);
+        for files in polls {
+            let applied = state.apply(PollReport {
+                life: None,
+                task: TaskId::parse(TASK).expect("valid id"),
+                finished,
+                status: Some(200),
+                result: Ok(files.into()),
+            });
+            metrics.record_activity(&applied.activity);
+        }
+        let om = metrics.render_as(Format::OpenMetrics, &state);
+        let exemplar = format!(
+            " # {{task_id=\"{TASK}\",sha256=\"aa\u{FFFD}\u{FFFD} 9 # {{x=\u{FFFD}1\u{FFFD}\u{FFFD}\u{FFFD}\"}} 1 1764135791.25"
+        );
+        let red = format!("krs_downloads_total{{danger_zone=\"Red\"}} 1{exemplar}");
+        let hit = format!("krs_yara_hits_total{{rule=\"r\\\"}} # {{\"}} 1{exemplar}");
+        for line in om.lines() {
+            let sample_end = [&red, &hit]
+                .into_iter()
+                .find(|l| line == l.as_str())
+                .map(|l| l.len() - exemplar.len());
+            assert!(
+                valid_openmetrics_line(line, sample_end).is_ok(),
+                "{line:?}: {:?}",
+                valid_openmetrics_line(line, sample_end)
+            );
+        }
+        assert!(om.lines().any(|l| l == red), "{om}");
+        assert!(om.lines().any(|l| l == hit), "{om}");
+        assert_eq!(
+            om.matches(" # {task_id=").count(),
+            2,
+            "only the counted series"
+        );
+        let text = metrics.render(&state);
+        assert!(!text.contains("task_id=\"{TASK}\",sha256"));
+        assert!(text.contains("krs_downloads_total{danger_zone=\"Red\"} 1\n"));
     }
 }

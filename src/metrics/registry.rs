@@ -1,7 +1,7 @@
 //! The exporter's own metrics: a `prometheus` registry owned by [`Metrics`] and typed handles
 //! into it, with the methods the scheduler, the state's consumers and reloads record through.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use super::family::{register, unix_seconds};
+use super::openmetrics::Exemplar;
 use super::{appliance, discovery, sandbox, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
@@ -19,8 +20,16 @@ use crate::shard::Shard;
 use crate::state::NewActivity;
 use crate::zone::DangerZone;
 
+/// The fleet counters that carry exemplars.
+const DOWNLOADS: &str = "krs_downloads_total";
+const YARA_HITS: &str = "krs_yara_hits_total";
+
 /// Distinct sandbox error codes kept as label values; the rest become [`OTHER`].
 const MAX_ERROR_CODES: usize = 32;
+
+/// The latest exemplar of each fleet counter series: sample name → the series' one label value
+/// (zone or rule) → exemplar.
+pub(super) type Exemplars = HashMap<&'static str, HashMap<String, Exemplar>>;
 
 /// The exporter's own metrics: a registry and typed handles into it.
 pub struct Metrics {
@@ -44,6 +53,10 @@ pub struct Metrics {
     /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
     /// capped like any other.
     error_codes: Mutex<HashSet<String>>,
+    /// The file each `krs_downloads_total` and `krs_yara_hits_total` series last counted, for
+    /// OpenMetrics scrapes: a spike leads to a file without making hashes series labels. As
+    /// many entries as those series, whose rules are capped fleet-wide.
+    exemplars: Mutex<Exemplars>,
     /// The HTTP server's connection metrics ([`web`]).
     pub web: web::WebMetrics,
     /// The fleet-wide pause and retry budget ([`appliance`]).
@@ -87,12 +100,12 @@ impl Metrics {
             &["endpoint", "reason"],
         );
         let downloads = counters(
-            "krs_downloads_total",
+            DOWNLOADS,
             "Newly observed downloaded files (after each task's baseline poll), by danger zone.",
             &["danger_zone"],
         );
         let yara_hits = counters(
-            "krs_yara_hits_total",
+            YARA_HITS,
             "Newly observed (file, YARA rule) matches, by rule.",
             &["rule"],
         );
@@ -226,6 +239,7 @@ impl Metrics {
             reload_ok,
             reload_ok_time,
             error_codes: Mutex::new(HashSet::new()),
+            exemplars: Mutex::new(HashMap::new()),
             web,
             appliance,
             discovery,
@@ -331,6 +345,28 @@ impl Metrics {
         for zone in &activity.downloads {
             self.downloads.with_label_values(&[zone.as_str()]).inc();
         }
+        let Some((task, at)) = &activity.polled else {
+            return;
+        };
+        let exemplar =
+            |sha256: &str| Exemplar::new(&[("task_id", task.as_str()), ("sha256", sha256)], *at);
+        let mut exemplars = self.exemplars.lock().unwrap_or_else(|e| e.into_inner());
+        let downloads = exemplars.entry(DOWNLOADS).or_default();
+        for (zone, sha256) in activity.downloads.iter().zip(&activity.download_files) {
+            downloads.insert(zone.as_str().to_string(), exemplar(sha256));
+        }
+        let hits = exemplars.entry(YARA_HITS).or_default();
+        for (rule, sha256) in activity.yara_hits.iter().zip(&activity.yara_files) {
+            hits.insert(rule.clone(), exemplar(sha256));
+        }
+    }
+
+    /// A copy of the fleet counters' exemplars, taken for one scrape.
+    pub(super) fn exemplars(&self) -> Exemplars {
+        self.exemplars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records the outcome of a configuration load or reload.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::exposition::{self, header, sample, Chunks, UnixMillis};
+use super::exposition::{self, sample, Chunks, UnixMillis};
 use crate::lifecycle::TaskLife;
 use crate::state::{Snapshot, State, TaskRow};
 use crate::zone::DangerZone;
@@ -126,8 +126,7 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State, families: &TaskFamilies) {
     let watch = view.watch_list();
 
     // From the same view as the task series, so a scrape during a reload is never torn.
-    header(
-        out.text(),
+    out.header(
         "krs_watched_tasks",
         "gauge",
         "Tasks in the active watch list.",
@@ -139,8 +138,7 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State, families: &TaskFamilies) {
         watch.tasks.len() as u64,
     );
 
-    header(
-        out.text(),
+    out.header(
         "krs_task_info",
         "gauge",
         "Watch-list metadata of a task (always 1), for joins.",
@@ -220,7 +218,7 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State, families: &TaskFamilies) {
     let mut room = watch.limits.max_file_info_series_total;
     let mut dropped = 0u64;
     for (i, (name, help)) in SNAPSHOT_FAMILIES.iter().enumerate() {
-        header(out.text(), name, "gauge", help);
+        out.header(name, "gauge", help);
         for (p, snap) in &parts {
             let text = p.get(i);
             if i == INFO_FAMILY {
@@ -242,8 +240,7 @@ fn render_tasks(out: &mut Chunks<'_>, state: &State, families: &TaskFamilies) {
             }
         }
     }
-    header(
-        out.text(),
+    out.header(
         "krs_download_info_dropped_series",
         "gauge",
         "Files in the configured zones left without a krs_download_info series by the per-task or fleet cap.",
@@ -289,7 +286,7 @@ fn lifecycle_families(out: &mut Chunks<'_>, view: &crate::state::View) -> bool {
         ),
     ];
     for (name, help, label) in families {
-        header(out.text(), name, "gauge", help);
+        out.header(name, "gauge", help);
         for (id, life) in &lives {
             sample(out.text(), name, &[("task_id", id), label(life)], 1u64);
             if !out.boundary() {
@@ -310,7 +307,7 @@ fn lifecycle_families(out: &mut Chunks<'_>, view: &crate::state::View) -> bool {
         ),
     ];
     for (name, help, time) in times {
-        header(out.text(), name, "gauge", help);
+        out.header(name, "gauge", help);
         for (id, life) in &lives {
             if let Some(t) = time(life) {
                 sample(out.text(), name, &[("task_id", id)], unix_millis(t));
@@ -338,7 +335,7 @@ fn poll_family<V: exposition::Value>(
     help: &str,
     value: impl Fn(&TaskRow) -> Option<V>,
 ) -> bool {
-    header(out.text(), name, "gauge", help);
+    out.header(name, "gauge", help);
     for (id, t) in polled {
         if let Some(v) = value(t) {
             sample(out.text(), name, &[("task_id", id)], v);

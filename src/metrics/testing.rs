@@ -135,6 +135,25 @@ pub fn valid_line(line: &str) -> Result<(), String> {
     }
 }
 
+/// A strict check of one OpenMetrics line: what [`valid_line`] accepts, `# UNIT` and `# EOF`,
+/// and a sample followed by ` # {labels} value timestamp`. `sample_end` is where the sample
+/// stops when it carries an exemplar (label values may hold ` # {` themselves).
+pub fn valid_openmetrics_line(line: &str, sample_end: Option<usize>) -> Result<(), String> {
+    if line == "# EOF" || line.starts_with("# UNIT ") {
+        return Ok(());
+    }
+    let Some(end) = sample_end else {
+        return valid_line(line);
+    };
+    valid_line(&line[..end])?;
+    let exemplar = line[end..].strip_prefix(" # ").ok_or("no exemplar")?;
+    let (labels_value, timestamp) = exemplar.rsplit_once(' ').ok_or("no timestamp")?;
+    timestamp
+        .parse::<f64>()
+        .map_err(|e| format!("timestamp {timestamp:?}: {e}"))?;
+    valid_line(&format!("e{labels_value}"))
+}
+
 /// The per-task families alone, in small chunks so that chunk boundaries are exercised.
 pub fn tasks_text(families: &TaskFamilies, state: &State) -> String {
     let mut all = String::new();

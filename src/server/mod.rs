@@ -2,15 +2,16 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /metrics` (the telemetry path) | the exposition, `text/plain; version=0.0.4` |
+//! | `GET /metrics` (the telemetry path) | the exposition, `text/plain; version=0.0.4`, or OpenMetrics 1.0 when `Accept` prefers it |
 //! | `GET /` | landing page with the per-task status table |
 //! | `GET /-/healthy` | 200 while the process runs |
 //! | `GET /-/ready` | 200 once every watched task was polled, 503 before |
 //! | `POST /-/reload` | reload the configuration: 200, or 500 with the errors; 405 for other methods |
 //! | anything else | 404 (405 for a known path with a wrong method) |
 //!
-//! The server only reads the state; it never talks to the sandbox. Each connection runs in its
-//! own task. Connections go through a table ([`connections`]): each peer address holds at most
+//! The server only reads the state; it never talks to the sandbox. It serves every listener it
+//! is given (`--web.listen-address` repeated, or the sockets of `--web.systemd-socket`) with one
+//! accept loop each and one shared connection table. Each connection runs in its own task. Connections go through a table ([`connections`]): each peer address holds at most
 //! `--web.max-connections-per-peer` (more are closed at accept, never queued), the whole table
 //! at most `--web.max-connections` (when full, an idle connection is evicted to make room), and
 //! a connection must send its first request's headers within [`FIRST_REQUEST_TIMEOUT`] and each
@@ -294,10 +295,11 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// Accepts connections until `shutdown`, then gives open connections `drain` to finish their
-/// requests (the shutdown grace period).
+/// Accepts connections on every listener until `shutdown`, then gives open connections
+/// `drain` to finish their requests (the shutdown grace period). All listeners share one
+/// connection table, one set of routes and one drain, so a peer's limits hold across them.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     routes: Arc<Routes>,
     tls: Option<Arc<TlsAcceptorCache>>,
     limits: ConnectionLimits,
@@ -309,19 +311,21 @@ pub async fn serve(
         table: Mutex::new(connections::Table::new(limits)),
         metrics: Arc::clone(&routes.metrics),
     });
+    // One accept loop per listener, each handing its connections to the loop below; a loop
+    // ends (and closes its listener) at shutdown.
+    let (accepted_tx, mut accepted_rx) = mpsc::channel::<(TcpStream, SocketAddr)>(1);
+    let mut accepting = tokio::task::JoinSet::new();
+    for listener in listeners {
+        accepting.spawn(accept_loop(listener, accepted_tx.clone(), shutdown.clone()));
+    }
+    drop(accepted_tx);
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (stream, peer) = tokio::select! {
+            a = accepted_rx.recv() => match a {
+                Some(conn) => conn,
+                None => break,
+            },
             () = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Typically EMFILE: back off briefly instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
         };
         // Refused: dropped here, closed at once.
         let Some(tracker) = connections.admit(peer) else {
@@ -337,10 +341,39 @@ pub async fn serve(
             graceful.watcher(),
         ));
     }
-    drop(listener);
+    // Every listener closed before the drain, so new connections are refused meanwhile.
+    accepting.abort_all();
+    while accepting.join_next().await.is_some() {}
     tokio::select! {
         () = graceful.shutdown() => info!("HTTP server drained"),
         () = tokio::time::sleep(drain) => warn!("HTTP connections still open after the grace period"),
+    }
+}
+
+/// Accepts on `listener` until `shutdown` or until the serving loop is gone, handing each
+/// connection over.
+async fn accept_loop(
+    listener: TcpListener,
+    accepted: mpsc::Sender<(TcpStream, SocketAddr)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let conn = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return,
+        };
+        match conn {
+            Ok(conn) => {
+                if accepted.send(conn).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
@@ -494,7 +527,9 @@ async fn route<B>(routes: &Routes, req: Request<B>) -> Response<Body> {
     let readable = method == Method::GET || method == Method::HEAD;
     let response = if path == routes.telemetry_path {
         if readable {
-            scrape::metrics(routes, accepts_gzip(&req), permit.take()).await
+            let accept = req.headers().get_all(header::ACCEPT);
+            let format = scrape::negotiate(accept.iter().filter_map(|v| v.to_str().ok()));
+            scrape::metrics(routes, format, accepts_gzip(&req), permit.take()).await
         } else {
             not_allowed("GET, HEAD")
         }

@@ -5,6 +5,10 @@
 //! 100k tasks). With `Accept-Encoding: gzip` each chunk goes through one gzip stream. A body
 //! that cannot be completed (a panic, a client that stopped reading) is aborted, never ended
 //! cleanly: the client sees a failed scrape, not a silently truncated one.
+//!
+//! The format is negotiated from `Accept` as Prometheus clients do ([`negotiate`]):
+//! OpenMetrics 1.0 for a client that asks for `application/openmetrics-text` (version 1.0.0,
+//! 0.0.1 or none) above everything else it accepts, text 0.0.4 for every other client.
 
 use std::io::{self, Write as _};
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::{typed, Body, Routes};
-use crate::metrics::CONTENT_TYPE;
+use crate::metrics::Format;
 
 /// Plain text rendered before a chunk is handed on.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -34,6 +38,7 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Answers a scrape. `permit` (the scrape budget's slot) is held until the body is complete.
 pub async fn metrics(
     routes: &Routes,
+    format: Format,
     gzip: bool,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Response<Body> {
@@ -53,7 +58,7 @@ pub async fn metrics(
                 // The fastest level: exposition text still shrinks about fivefold.
                 flate2::Compression::fast(),
             );
-            let rendered = metrics.render_chunked(&state, CHUNK_BYTES, &mut |chunk| {
+            let rendered = metrics.render_chunked_as(format, &state, CHUNK_BYTES, &mut |chunk| {
                 if encoder.write_all(chunk.as_bytes()).is_err() {
                     return false;
                 }
@@ -65,7 +70,9 @@ pub async fn metrics(
             });
             rendered && encoder.finish().is_ok_and(|rest| stream.send(rest.into()))
         } else {
-            metrics.render_chunked(&state, CHUNK_BYTES, &mut |chunk| stream.send(chunk.into()))
+            metrics.render_chunked_as(format, &state, CHUNK_BYTES, &mut |chunk| {
+                stream.send(chunk.into())
+            })
         };
         if complete {
             stream.finish();
@@ -76,13 +83,61 @@ pub async fn metrics(
             warn!(error = %e, "rendering metrics failed; the scrape was aborted");
         }
     });
-    let mut r = typed(StatusCode::OK, CONTENT_TYPE, Either::Right(body));
+    let mut r = typed(StatusCode::OK, format.content_type(), Either::Right(body));
     let headers = r.headers_mut();
-    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     if gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     r
+}
+
+/// The format for a request's `Accept` header values. Every media range is weighed by its
+/// quality (`q`, 1 when absent; 0 excludes it); the heaviest one served wins, the first of equal
+/// weight. `application/openmetrics-text` of version 1.0.0, 0.0.1 or none is OpenMetrics (the
+/// answer is 1.0.0, which every OpenMetrics parser of 0.0.1 reads); other versions are not
+/// served. Everything else, wildcards and unknown types included, is text 0.0.4, which is also
+/// the answer when no range is served.
+pub fn negotiate<'a>(accept: impl IntoIterator<Item = &'a str>) -> Format {
+    let mut best: Option<(f32, Format)> = None;
+    for range in accept.into_iter().flat_map(|v| v.split(',')) {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        if media.is_empty() {
+            continue;
+        }
+        let mut q = 1.0f32;
+        let mut version = None;
+        for param in parts {
+            let Some((key, value)) = param.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                "q" => q = value.parse().unwrap_or(0.0),
+                "version" => version = Some(value),
+                _ => {}
+            }
+        }
+        if q.is_nan() || q <= 0.0 {
+            continue;
+        }
+        let format = if media.eq_ignore_ascii_case("application/openmetrics-text") {
+            match version {
+                None | Some("1.0.0") | Some("0.0.1") => Format::OpenMetrics,
+                Some(_) => continue,
+            }
+        } else {
+            Format::Text
+        };
+        if best.is_none_or(|(w, _)| q > w) {
+            best = Some((q, format));
+        }
+    }
+    best.map_or(Format::Text, |(_, format)| format)
 }
 
 /// The renderer's end of a streamed body. Dropped without [`BodyStream::finish`] (an early
@@ -142,6 +197,79 @@ impl Drop for BodyStream {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn accept_headers_choose_the_format_by_quality() {
+        let om = Format::OpenMetrics;
+        let text = Format::Text;
+        let table: &[(&str, Format)] = &[
+            ("", text),
+            ("*/*", text),
+            ("text/plain", text),
+            ("text/plain; version=0.0.4", text),
+            ("application/openmetrics-text; version=1.0.0", om),
+            ("application/openmetrics-text; version=0.0.1", om),
+            ("application/openmetrics-text", om),
+            ("Application/OpenMetrics-Text; Version=\"1.0.0\"", om),
+            ("application/openmetrics-text; version=2.0.0", text),
+            ("application/openmetrics-text; version=1.0.0; q=0", text),
+            (
+                "application/openmetrics-text; version=1.0.0; q=0, text/plain",
+                text,
+            ),
+            (
+                "text/plain;q=0.5, application/openmetrics-text;version=1.0.0;q=0.9",
+                om,
+            ),
+            (
+                "application/openmetrics-text;version=1.0.0;q=0.4, text/plain;q=0.5",
+                text,
+            ),
+            (
+                "application/openmetrics-text;version=1.0.0;q=0.5, */*;q=0.5",
+                om,
+            ),
+            (
+                "*/*;q=0.5, application/openmetrics-text;version=1.0.0;q=0.5",
+                text,
+            ),
+            ("text/*, application/openmetrics-text;q=0.1", text),
+            (
+                "text/plain;q=0, application/openmetrics-text;version=1.0.0;q=0.1",
+                om,
+            ),
+            (
+                "application/openmetrics-text;version=9;q=1, text/plain;q=0.1",
+                text,
+            ),
+            ("application/json", text),
+            ("application/openmetrics-text;q=abc", text),
+            // Prometheus 3's default.
+            (
+                "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,\
+                 application/openmetrics-text;version=0.0.1;q=0.4,\
+                 text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,\
+                 text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+                om,
+            ),
+            // Prometheus 2's default.
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                om,
+            ),
+            // A scrape config with `scrape_protocols: [PrometheusText0.0.4]`.
+            ("text/plain;version=0.0.4;q=1,*/*;q=0.1", text),
+        ];
+        for (accept, expected) in table {
+            assert_eq!(negotiate([*accept]), *expected, "{accept:?}");
+        }
+        assert_eq!(
+            negotiate(["text/plain;q=0.1", "application/openmetrics-text"]),
+            om
+        );
+        assert_eq!(negotiate(Vec::<&str>::new()), text);
+    }
 
     fn stream() -> (BodyStream, Channel<Bytes, io::Error>) {
         let (tx, body) = Channel::new(CHUNKS_AHEAD);

@@ -95,6 +95,65 @@ async fn metrics_are_served_on_the_telemetry_path_as_text_exposition() {
     assert!(body.contains("\nkrs_watched_tasks 1\n"), "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_scrape_that_prefers_openmetrics_gets_it_plain_or_gzipped_and_others_get_text() {
+    let routes = routes();
+    // Prometheus 3's default.
+    let prometheus = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,\
+        application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+    let scrape = |accept: &str, gzip: bool| {
+        let mut req = request(Method::GET, "/metrics");
+        let headers = req.headers_mut();
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(accept).expect("ascii"),
+        );
+        if gzip {
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        req
+    };
+    let (status, headers, body) = answer(&routes, scrape(prometheus, false)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(headers[header::VARY], "Accept, Accept-Encoding");
+    assert!(body.ends_with("\n# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE krs_polls counter\nkrs_polls_total 0\n"));
+
+    let response = handle(&routes, scrape(prometheus, true)).await;
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    let compressed = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut unzipped,
+    )
+    .expect("valid gzip");
+    assert!(unzipped.ends_with("\n# EOF\n"));
+
+    for accept in [
+        "text/plain;version=0.0.4",
+        "*/*",
+        "application/openmetrics-text;q=0",
+    ] {
+        let (_, headers, body) = answer(&routes, scrape(accept, false)).await;
+        assert_eq!(headers[header::CONTENT_TYPE], crate::metrics::CONTENT_TYPE);
+        assert!(!body.contains("# EOF"), "{accept}");
+        assert!(
+            body.contains("# TYPE krs_polls_total counter\n"),
+            "{accept}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_path_is_404_and_a_known_one_with_the_wrong_method_is_405_with_allow() {
     let routes = routes();

@@ -116,6 +116,13 @@ pub struct NewActivity {
     /// Rules present at a baseline poll: their `krs_yara_hits_total` series start at 0 so that
     /// `increase()` sees the first new hit (a series born at 1 hides it).
     pub known_rules: Vec<String>,
+    /// The sha256 of the file behind each entry of `downloads`, in the same order (cleaned;
+    /// empty for a file without one): the exemplars of `krs_downloads_total`.
+    pub download_files: Vec<String>,
+    /// The sha256 of the file behind each entry of `yara_hits`, in the same order.
+    pub yara_files: Vec<String>,
+    /// The polled task and the end of its poll, when anything was counted.
+    pub polled: Option<(TaskId, SystemTime)>,
 }
 
 /// What the scheduler knows of one watched task.
@@ -322,7 +329,9 @@ impl State {
     fn apply_with(&self, report: PollReport, limits: Limits) -> Applied {
         let outcome = match report.result {
             Ok(Downloads::Changed { decoded, digest }) => {
-                Outcome::Changed(Box::new(prepare(&decoded, &limits)), digest)
+                let mut prepared = prepare(&decoded, &limits);
+                prepared.files = decoded.files;
+                Outcome::Changed(Box::new(prepared), digest)
             }
             Ok(Downloads::Unchanged(digest)) => Outcome::Unchanged(digest),
             Err(error) => Outcome::Failed(labels::clean(
@@ -330,6 +339,8 @@ impl State {
                 MAX_ERROR_CHARS,
             )),
         };
+        // Files behind new counts, resolved to their hashes once the lock is released.
+        let mut counted = Counted::default();
         let mut inner = self.write();
         // A reload between reading the limits and taking the lock has cleared the digests; a
         // snapshot shaped by the old limits must not get a live one, or every later "unchanged"
@@ -364,21 +375,27 @@ impl State {
                 NewActivity::default()
             }
             Outcome::Changed(prepared, digest) => {
+                let prepared = *prepared;
                 succeeded(row);
                 row.snapshot = Some(Arc::new(prepared.snapshot));
                 task.digest = if stale { None } else { digest };
                 let cap = limits.max_label_values * FLEET_RULES_FACTOR;
                 let activity = match &task.seen {
                     None => baseline_rules(&prepared.rule_labels, fleet_rules, cap),
-                    Some(previous) => new_activity(
-                        &prepared.seen,
-                        &prepared.rule_labels,
-                        previous,
-                        fleet_rules,
-                        cap,
-                    ),
+                    Some(previous) => {
+                        let (activity, keys) = new_activity(
+                            &prepared.seen,
+                            &prepared.rule_labels,
+                            previous,
+                            fleet_rules,
+                            cap,
+                        );
+                        counted = keys;
+                        activity
+                    }
                 };
                 task.seen = Some(prepared.seen);
+                counted.files = prepared.files;
                 activity
             }
             Outcome::Failed(error) => {
@@ -388,6 +405,12 @@ impl State {
             }
         };
         inner.done(&report.task);
+        drop(inner);
+        let mut activity = activity;
+        if !activity.downloads.is_empty() || !activity.yara_hits.is_empty() {
+            counted.resolve(&mut activity, limits.max_label_length);
+            activity.polled = Some((report.task, report.finished));
+        }
         Applied { activity, was_up }
     }
 
@@ -562,7 +585,7 @@ enum Outcome {
 
 mod snapshot;
 
-use snapshot::{baseline_rules, new_activity, prepare, Prepared};
+use snapshot::{baseline_rules, new_activity, prepare, Counted, Prepared};
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use super::{FileInfo, NewActivity, SeenFile, Snapshot};
 use crate::labels::{self, OTHER};
 use crate::sandbox::decode::Decoded;
 use crate::sandbox::Download;
+use crate::zone::DangerZone;
 
 use super::Limits;
 
@@ -32,41 +33,78 @@ pub(super) fn baseline_rules(
     }
 }
 
-/// Files and (file, rule) matches of `current` that `previous` did not have; rules beyond the
-/// fleet cap are counted under [`OTHER`]. Linear in the files and rules of both polls.
+/// Which files a poll's new counts came from, by [`file_key`]: found under the lock, turned
+/// into hashes after it ([`Counted::resolve`]).
+#[derive(Default)]
+pub(super) struct Counted {
+    /// One per entry of [`NewActivity::downloads`].
+    pub downloads: Vec<u64>,
+    /// One per entry of [`NewActivity::yara_hits`].
+    pub yara_hits: Vec<u64>,
+    /// The response's records, moved out of the decoded body (and dropped outside the lock).
+    pub files: Vec<Download>,
+}
+
+impl Counted {
+    /// Fills `activity`'s file hashes, cleaned and cut to `max` characters. One pass over the
+    /// response, only for a poll that counted something.
+    pub(super) fn resolve(self, activity: &mut NewActivity, max: usize) {
+        let wanted: HashSet<u64> = self
+            .downloads
+            .iter()
+            .chain(&self.yara_hits)
+            .copied()
+            .collect();
+        let mut sha256: HashMap<u64, String> = HashMap::with_capacity(wanted.len());
+        for file in &self.files {
+            let key = file_key(file);
+            if wanted.contains(&key) {
+                sha256
+                    .entry(key)
+                    .or_insert_with(|| labels::clean(&file.sha256, max));
+            }
+        }
+        let of = |key: &u64| sha256.get(key).cloned().unwrap_or_default();
+        activity.download_files = self.downloads.iter().map(of).collect();
+        activity.yara_files = self.yara_hits.iter().map(of).collect();
+    }
+}
+
+/// Files and (file, rule) matches of `current` that `previous` did not have, with the keys of
+/// the files they came from; rules beyond the fleet cap are counted under [`OTHER`]. Linear
+/// in the files and rules of both polls.
 pub(super) fn new_activity(
     current: &HashMap<u64, SeenFile>,
     rule_labels: &HashMap<u64, String>,
     previous: &HashMap<u64, SeenFile>,
     fleet_rules: &mut HashSet<String>,
     cap: usize,
-) -> NewActivity {
-    let mut activity = NewActivity::default();
+) -> (NewActivity, Counted) {
+    let mut downloads: Vec<(DangerZone, u64)> = Vec::new();
+    let mut hits: Vec<(String, u64)> = Vec::new();
     let label = |hash: &u64| rule_labels.get(hash).cloned();
     for (key, new) in current {
         match previous.get(key) {
             None => {
-                activity.downloads.push(new.zone);
-                activity
-                    .yara_hits
-                    .extend(new.rules.iter().filter_map(label));
+                downloads.push((new.zone, *key));
+                hits.extend(new.rules.iter().filter_map(label).map(|r| (r, *key)));
             }
             Some(old) => {
                 if old.zone != new.zone {
-                    activity.downloads.push(new.zone);
+                    downloads.push((new.zone, *key));
                 }
                 for hash in &new.rules {
                     if old.rules.binary_search(hash).is_err() {
-                        activity.yara_hits.extend(label(hash));
+                        hits.extend(label(hash).map(|r| (r, *key)));
                     }
                 }
             }
         }
     }
     // The files come out of a hash map: a stable order keeps logs and tests repeatable.
-    activity.downloads.sort_unstable();
-    activity.yara_hits.sort_unstable();
-    for rule in &mut activity.yara_hits {
+    downloads.sort_unstable();
+    hits.sort_unstable();
+    for (rule, _) in &mut hits {
         if !fleet_rules.contains(rule.as_str()) {
             if fleet_rules.len() < cap {
                 fleet_rules.insert(rule.clone());
@@ -75,7 +113,19 @@ pub(super) fn new_activity(
             }
         }
     }
-    activity
+    let (zones, download_keys) = downloads.into_iter().unzip();
+    let (rules, hit_keys) = hits.into_iter().unzip();
+    let activity = NewActivity {
+        downloads: zones,
+        yara_hits: rules,
+        ..NewActivity::default()
+    };
+    let counted = Counted {
+        downloads: download_keys,
+        yara_hits: hit_keys,
+        files: Vec::new(),
+    };
+    (activity, counted)
 }
 
 /// A successful response digested outside the lock.
@@ -85,6 +135,8 @@ pub(super) struct Prepared {
     pub seen: HashMap<u64, SeenFile>,
     /// Hash of a raw rule name → its label value, for every rule of the response.
     pub rule_labels: HashMap<u64, String>,
+    /// The records themselves, for the hashes of newly counted files ([`Counted`]).
+    pub files: Vec<Download>,
 }
 
 /// Counts, cleans and caps one response. Linear in the records and their values: each file
@@ -172,6 +224,7 @@ pub(super) fn prepare(decoded: &Decoded, limits: &Limits) -> Prepared {
         snapshot,
         seen,
         rule_labels,
+        files: Vec::new(),
     }
 }
 
@@ -195,7 +248,7 @@ pub(super) fn cap_values(values: HashMap<String, u64>, max: usize) -> Vec<(Strin
 /// A file's identity within its task: its SHA-256, or its name and size when the hash is empty.
 /// Keyed per process, so a file name chosen by malware cannot be made to collide with another
 /// file's identity and pass as already counted.
-fn file_key(file: &Download) -> u64 {
+pub(super) fn file_key(file: &Download) -> u64 {
     let mut h = hasher().build_hasher();
     if file.sha256.is_empty() {
         1u8.hash(&mut h);

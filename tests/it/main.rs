@@ -14,6 +14,8 @@ mod faults;
 mod flood;
 mod health;
 mod lifecycle;
+mod listeners;
+mod openmetrics;
 mod pages;
 mod sharding;
 mod tls;
