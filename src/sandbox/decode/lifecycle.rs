@@ -16,8 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
-use super::repair::{self, RepairKind};
-use super::{scan, DecodeError, DecodeReport, SkipReason};
+use super::{DecodeError, DecodeReport, SkipReason};
 use crate::zone::DangerZone;
 
 /// The longest string kept from a lifecycle record, in characters.
@@ -303,63 +302,26 @@ fn for_each_record(
     report: &mut DecodeReport,
     mut each: impl FnMut(&Map<String, Value>, &mut DecodeReport),
 ) -> Result<(), DecodeError> {
-    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let syntax_error = |e: scan::SyntaxError| {
-        DecodeError::Json(format!(
-            "expected {} at byte {}",
-            e.expected,
-            e.at + (body.len() - text.len())
-        ))
-    };
-    let mut one = |bytes: &[u8], report: &mut DecodeReport| match element(bytes, report) {
+    super::for_each_element(body, keys, |bytes| match element(bytes, report) {
         Ok(Some(map)) => each(&map, report),
         Ok(None) => {}
         Err(reason) => report.skipped[reason.index()] += 1,
-    };
-    match scan::locate(text, keys).map_err(syntax_error)? {
-        scan::Located::Empty => {}
-        scan::Located::Shape(message) => return Err(DecodeError::Shape(message.to_owned())),
-        scan::Located::Record(record) => one(record, report),
-        scan::Located::Array(array) => {
-            for bytes in scan::elements(array) {
-                one(bytes.map_err(syntax_error)?, report);
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
-/// One element as an object: `None` for `null`; repaired once if the strict parse fails.
+/// One element as an object (see [`super::mend`]).
 fn element(
     bytes: &[u8],
     report: &mut DecodeReport,
 ) -> Result<Option<Map<String, Value>>, SkipReason> {
-    match bytes.first() {
-        Some(b'{') => {}
-        _ if bytes == b"null" => return Ok(None),
-        _ => return Err(SkipReason::NotAnObject),
-    }
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => {
-            report.repaired[RepairKind::InvalidUtf8.index()] += 1;
-            String::from_utf8_lossy(bytes)
-        }
-    };
-    if let Ok(Value::Object(map)) = serde_json::from_str(&text) {
-        return Ok(Some(map));
-    }
-    let mut fixes = [0u64; RepairKind::ALL.len()];
-    let mended = repair::repair(&text, |kind| fixes[kind.index()] += 1);
-    match serde_json::from_str(&mended) {
-        Ok(Value::Object(map)) => {
-            for (total, n) in report.repaired.iter_mut().zip(fixes) {
-                *total += n;
-            }
-            Ok(Some(map))
-        }
-        _ => Err(SkipReason::Unreadable),
-    }
+    super::mend(
+        bytes,
+        &mut report.repaired,
+        |text| match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(()),
+        },
+    )
 }
 
 /// A body that must be one object (`health`, `version`).

@@ -202,6 +202,19 @@ impl Default for Download {
 /// Decodes the body of `GET tasks/{id}/downloads`: its records in body order (at most
 /// `max_records`, see [`Decoded`]) and what had to be skipped or repaired to read them.
 pub fn decode_downloads(body: &[u8], max_records: usize) -> Result<Decoded, DecodeError> {
+    let mut out = Collector::new(max_records);
+    for_each_element(body, &DOWNLOAD_KEYS, |element| out.element(element))?;
+    Ok(out.finish())
+}
+
+/// Calls `each` with the exact bytes of every record element of a records body (a leading
+/// BOM skipped; an object with one of `keys` is a record, see [`scan`]). Errors name what was
+/// expected and where, never the body's content.
+fn for_each_element(
+    body: &[u8],
+    keys: &[&str],
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), DecodeError> {
     let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let syntax_error = |e: scan::SyntaxError| {
         DecodeError::Json(format!(
@@ -210,18 +223,17 @@ pub fn decode_downloads(body: &[u8], max_records: usize) -> Result<Decoded, Deco
             e.at + (body.len() - text.len())
         ))
     };
-    let mut out = Collector::new(max_records);
-    match scan::locate(text, &DOWNLOAD_KEYS).map_err(syntax_error)? {
+    match scan::locate(text, keys).map_err(syntax_error)? {
         scan::Located::Empty => {}
         scan::Located::Shape(message) => return Err(DecodeError::Shape(message.to_owned())),
-        scan::Located::Record(record) => out.element(record),
+        scan::Located::Record(record) => each(record),
         scan::Located::Array(array) => {
             for element in scan::elements(array) {
-                out.element(element.map_err(syntax_error)?);
+                each(element.map_err(syntax_error)?);
             }
         }
     }
-    Ok(out.finish())
+    Ok(())
 }
 /// Decodes an error body. `None` unless the body is a JSON object with a usable `code` or
 /// `message` (keys in any case; a number, string or boolean is usable, an empty string is not).
@@ -304,6 +316,17 @@ fn decode_record(
     bytes: &[u8],
     repaired: &mut [u64; RepairKind::ALL.len()],
 ) -> Result<Option<Download>, SkipReason> {
+    mend(bytes, repaired, parse_record)
+}
+
+/// One element parsed by `parse`: `None` for `null`, an error for a non-object. Text that is
+/// not UTF-8 becomes U+FFFD; an object the strict parse refuses is repaired ([`repair`]) and
+/// parsed once more, its repairs counted only if that succeeds.
+fn mend<T>(
+    bytes: &[u8],
+    repaired: &mut [u64; RepairKind::ALL.len()],
+    parse: impl Fn(&str) -> Result<T, ()>,
+) -> Result<Option<T>, SkipReason> {
     match bytes.first() {
         Some(b'{') => {}
         _ if bytes == b"null" => return Ok(None),
@@ -316,12 +339,12 @@ fn decode_record(
             String::from_utf8_lossy(bytes)
         }
     };
-    if let Ok(record) = parse_record(&text) {
+    if let Ok(record) = parse(&text) {
         return Ok(Some(record));
     }
     let mut fixes = [0u64; RepairKind::ALL.len()];
     let mended = repair::repair(&text, |kind| fixes[kind.index()] += 1);
-    let record = parse_record(&mended).map_err(|()| SkipReason::Unreadable)?;
+    let record = parse(&mended).map_err(|()| SkipReason::Unreadable)?;
     for (total, n) in repaired.iter_mut().zip(fixes) {
         *total += n;
     }
