@@ -164,10 +164,12 @@ impl Fleet {
         }
         watch
     }
+}
 
-    /// The lives of every listed task that is watched (discovered, or configured and listed).
-    pub fn lives<'a>(&'a self, read: &'a Read) -> impl Iterator<Item = (TaskId, TaskLife)> + 'a {
-        read.tasks.iter().map(|t| (t.id.clone(), t.life.clone()))
+impl Read {
+    /// The state of every listed task (the state keeps those it watches).
+    pub fn lives(&self) -> impl Iterator<Item = (TaskId, TaskLife)> + '_ {
+        self.tasks.iter().map(|t| (t.id.clone(), t.life.clone()))
     }
 }
 
@@ -258,7 +260,7 @@ impl Discovery {
     ) {
         state.replace_watch_list(fleet.watch_list());
         if let Some(read) = read {
-            state.set_lives(fleet.lives(read));
+            state.set_lives(read.lives());
         }
         changed.send_modify(|n| *n += 1);
     }

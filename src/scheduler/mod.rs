@@ -125,7 +125,7 @@ pub async fn run(
                     debug!(task_id = %task, "previous poll still running; skipping this turn");
                     continue;
                 }
-                if !dispatcher.may_start(&task, next_due.unwrap_or_else(Instant::now)) {
+                if !dispatcher.paces.may_start(&task, next_due.unwrap_or_else(Instant::now)) {
                     debug!(task_id = %task, "polled less than an active interval ago; skipping this turn");
                     continue;
                 }
@@ -420,11 +420,6 @@ impl Dispatcher {
         )
     }
 
-    /// Whether the turn of `task` due at `due` may be taken (see [`Paces::may_start`]).
-    fn may_start(&mut self, task: &TaskId, due: Instant) -> bool {
-        self.paces.may_start(task, due)
-    }
-
     /// The `ResultId` of `task`'s run if it is known to be completed now.
     fn completed_run(&self, task: &TaskId) -> Option<Box<str>> {
         let (life, _) = self.state.life(task);
@@ -434,9 +429,10 @@ impl Dispatcher {
 
     /// What the next poll of `task` asks for.
     fn plan(&self, task: &TaskId) -> PollPlan {
+        let paces = self.paces.intervals();
         let interval = match self.paces.pace(task) {
-            Some(Pace::Active | Pace::Prompt) => self.paces_intervals().active,
-            Some(Pace::Settled) => self.paces_intervals().settled.unwrap_or(self.ctx.interval),
+            Some(Pace::Active | Pace::Prompt) => paces.active,
+            Some(Pace::Settled) => paces.settled.unwrap_or(self.ctx.interval),
             _ => self.ctx.interval,
         };
         PollPlan {
@@ -444,10 +440,6 @@ impl Dispatcher {
             params: self.ctx.lifecycle && self.unlisted.contains(task),
             interval,
         }
-    }
-
-    fn paces_intervals(&self) -> Intervals {
-        self.paces.intervals()
     }
 }
 
