@@ -178,22 +178,7 @@ mod tests {
 
     #[test]
     fn hostile_rule_names_in_the_fleet_counters_render_valid_exposition_text() {
-        let task = TaskSpec {
-            id: TaskId::parse(TASK).expect("valid id"),
-            name: String::new(),
-            labels: TaskLabels::default(),
-        };
-        let state = State::new(WatchList {
-            discovered: 0,
-            tasks: vec![task].into(),
-            label_keys: Vec::new(),
-            limits: Limits {
-                max_label_length: 64,
-                max_label_values: 100,
-                file_info_zones: [true; 6],
-                ..Limits::default()
-            },
-        });
+        let state = one_task_state();
         let metrics = Metrics::new(Shard::ALL);
         let hostile = ["r\"}\nforged 1", "\\", "\u{202e}x", "é\r", "# HELP x"];
         for (i, files) in [
@@ -235,22 +220,7 @@ mod tests {
     }
 
     fn one_task_state() -> State {
-        let task = TaskSpec {
-            id: TaskId::parse(TASK).expect("valid id"),
-            name: String::new(),
-            labels: TaskLabels::default(),
-        };
-        State::new(WatchList {
-            discovered: 0,
-            tasks: vec![task].into(),
-            label_keys: Vec::new(),
-            limits: Limits {
-                max_label_length: 64,
-                max_label_values: 100,
-                file_info_zones: [true; 6],
-                ..Limits::default()
-            },
-        })
+        testing::state_of(&[TASK], testing::all_zones())
     }
 
     #[test]

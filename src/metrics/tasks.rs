@@ -459,7 +459,9 @@ fn unix_millis(t: SystemTime) -> UnixMillis {
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use super::super::testing::{download, tasks_text, valid_line, TASK};
+    use super::super::testing::{
+        all_zones, download, state_of, tasks_text, valid_line, OTHER_TASK, TASK,
+    };
     use super::*;
     use crate::config::{TaskId, TaskLabels, TaskSpec};
     use crate::sandbox::Download;
@@ -509,23 +511,7 @@ mod tests {
 
     #[test]
     fn a_repeated_scrape_reuses_snapshot_lines_until_a_poll_brings_new_files() {
-        const OTHER_TASK: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
-        let spec = |id: &str| TaskSpec {
-            id: TaskId::parse(id).expect("valid id"),
-            name: String::new(),
-            labels: TaskLabels::default(),
-        };
-        let state = State::new(WatchList {
-            discovered: 0,
-            tasks: vec![spec(TASK), spec(OTHER_TASK)].into(),
-            label_keys: Vec::new(),
-            limits: Limits {
-                max_label_length: 64,
-                max_label_values: 100,
-                file_info_zones: [true; 6],
-                ..Limits::default()
-            },
-        });
+        let state = state_of(&[TASK, OTHER_TASK], all_zones());
         let red = |sha: &str| Download {
             zone: DangerZone::Red,
             sha256: sha.into(),
@@ -611,22 +597,14 @@ mod tests {
 
     #[test]
     fn info_series_past_the_fleet_cap_are_left_out_and_counted() {
-        const OTHER_TASK: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
-        let spec = |id: &str| TaskSpec {
-            id: TaskId::parse(id).expect("valid id"),
-            name: String::new(),
-            labels: TaskLabels::default(),
-        };
-        let state = State::new(WatchList {
-            discovered: 0,
-            tasks: vec![spec(TASK), spec(OTHER_TASK)].into(),
-            label_keys: Vec::new(),
-            limits: Limits {
+        let state = state_of(
+            &[TASK, OTHER_TASK],
+            Limits {
                 max_file_info_series: 2,
                 max_file_info_series_total: 3,
                 ..Limits::default()
             },
-        });
+        );
         let red = |sha: &str| Download {
             zone: DangerZone::Red,
             sha256: sha.into(),

@@ -5,11 +5,41 @@ use proptest::prelude::*;
 
 use super::exposition::Chunks;
 use super::tasks::TaskFamilies;
+use crate::config::{TaskId, TaskLabels, TaskSpec};
 use crate::sandbox::Download;
-use crate::state::State;
+use crate::state::{Limits, State, WatchList};
 use crate::zone::DangerZone;
 
 pub const TASK: &str = "0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71";
+pub const OTHER_TASK: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+/// A state watching `ids` (configured, unnamed, unlabelled) under `limits`.
+pub fn state_of(ids: &[&str], limits: Limits) -> State {
+    let tasks: Vec<TaskSpec> = ids
+        .iter()
+        .map(|id| TaskSpec {
+            id: TaskId::parse(id).expect("valid id"),
+            name: String::new(),
+            labels: TaskLabels::default(),
+        })
+        .collect();
+    State::new(WatchList {
+        discovered: 0,
+        tasks: tasks.into(),
+        label_keys: Vec::new(),
+        limits,
+    })
+}
+
+/// Limits that export every zone's files, cut labels at 64 characters.
+pub fn all_zones() -> Limits {
+    Limits {
+        max_label_length: 64,
+        max_label_values: 100,
+        file_info_zones: [true; 6],
+        ..Limits::default()
+    }
+}
 
 /// Strings as malware would choose them: quotes, escapes, control and bidi characters,
 /// markup, and long runs.
