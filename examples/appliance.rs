@@ -73,6 +73,7 @@ async fn main() {
         hangups: krs_exporter::signals::Hangups::none(),
         connection_limits: Default::default(),
         shutdown_grace: app::DEFAULT_SHUTDOWN_GRACE,
+        storage: None,
     };
     let exporter = tokio::spawn(app::run(source, active, listener, options, token.clone()));
     let http = reqwest::Client::new();

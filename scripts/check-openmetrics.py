@@ -189,7 +189,7 @@ tasks:
                      "--listen", f"127.0.0.1:{sim_port}"], log)
     with open(os.path.join(tmp, "exporter.log"), "w") as log:
         exporter = start([os.path.join(bin_dir, "krs-exporter"), "--config.file", config,
-                          "--web.listen-address", f"127.0.0.1:{exp_port}"], log)
+                          "--storage.path=", "--web.listen-address", f"127.0.0.1:{exp_port}"], log)
     try:
         def counted():
             _, body = scrape(exp_port)

@@ -209,7 +209,9 @@ def run(args, report, procs):
     for name, index in (("shard-0", 0), ("shard-0b", 0), ("shard-1", 1), ("shard-2", 2)):
         exporters[name] = (index, e2e.free_port())
     for name, (index, port) in exporters.items():
-        argv = [tools["krs-exporter"], "--config.file", config, "--web.listen-address", f"127.0.0.1:{port}"]
+        # Each replica keeps its state in a directory of its own, as each pod has its volume.
+        argv = [tools["krs-exporter"], "--config.file", config, "--web.listen-address", f"127.0.0.1:{port}",
+                f"--storage.path={os.path.join(tmp, 'data-' + name)}"]
         if index is not None:
             argv += [f"--shard.index=krs-exporter-{index}", f"--shard.total={SHARDS}"]
         procs.start(name, argv)

@@ -600,6 +600,7 @@ def run(args, report, procs, webhook):
     with open(config, "w") as f:
         f.write(exporter_config(sim_port, password_file, all_tasks))
     procs.start("exporter", [tools["krs-exporter"], "--config.file", config,
+                             f"--storage.path={os.path.join(tmp, 'data')}",
                              "--web.listen-address", f"127.0.0.1:{exp_port}", "--log.level", "debug"])
     exporter = f"http://127.0.0.1:{exp_port}"
     report.require("exporter becomes ready", wait_for(lambda: http("GET", f"{exporter}/-/ready")[0] == 200, 20),

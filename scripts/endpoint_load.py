@@ -110,6 +110,7 @@ def main():
         procs.append(subprocess.Popen([sim_bin, "--scenario", scenario, "--listen", f"127.0.0.1:{sim_port}"],
                                       stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen([exporter_bin, "--config.file", config,
+                                       f"--storage.path={os.path.join(tmp, 'data')}",
                                        "--web.listen-address", f"127.0.0.1:{port}", "--web.max-requests", "40"],
                                       stderr=subprocess.DEVNULL))
         base = f"http://127.0.0.1:{port}"

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::discovery::{Discovery, Fleet};
 use crate::health;
+use crate::journal::{EventKind, Journal};
 use crate::metrics::Metrics;
 use crate::sandbox::client::ClientBuildError;
 use crate::sandbox::SandboxClient;
@@ -24,7 +25,8 @@ use crate::scheduler::{self, Active};
 use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
 use crate::signals::Hangups;
-use crate::state::{State, WatchList};
+use crate::state::State;
+use crate::store::{Counter, Opened, StorageDir, Store};
 use krs_web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
 
 /// How long shutdown may take, from the termination signal to exit: the HTTP drain, the
@@ -68,6 +70,8 @@ pub struct Options {
     /// The one bound on shutdown ([`DEFAULT_SHUTDOWN_GRACE`]): open connections and running
     /// polls get this long from cancellation; whatever is left then is abandoned.
     pub shutdown_grace: Duration,
+    /// The locked storage directory (`--storage.path`); `None` keeps state in memory only.
+    pub storage: Option<StorageDir>,
 }
 
 /// Loads and validates the configuration, keeps the tasks of `shard`, and builds the client:
@@ -174,11 +178,9 @@ pub async fn run(
         None => None,
     };
     let metrics = Arc::new(Metrics::new(options.shard));
-    let fleet = Arc::new(Mutex::new(Fleet::new(
-        Arc::new(active.config.clone()),
-        options.shard,
-    )));
-    let state = Arc::new(State::new(WatchList::from_config(&active.config)));
+    let mut fleet = Fleet::new(Arc::new(active.config.clone()), options.shard);
+    let (state, store) = restore(options.storage, &mut fleet, &metrics).await;
+    let fleet = Arc::new(Mutex::new(fleet));
     let (watch_list_tx, watch_list_rx) = watch::channel(0u64);
     metrics.record_reload(true);
     info!(
@@ -202,6 +204,7 @@ pub async fn run(
         fleet: Arc::clone(&fleet),
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
+        store: Arc::clone(&store),
         changed: watch_list_tx.clone(),
     };
     let discovering = tokio::spawn(discovery.run(active_rx.clone(), gate_rx, shutdown.clone()));
@@ -210,6 +213,7 @@ pub async fn run(
         scheduler::Inputs {
             watch_list: watch_list_rx,
             gates: gate_tx,
+            store: Arc::clone(&store),
         },
         Arc::clone(&state),
         Arc::clone(&metrics),
@@ -223,6 +227,7 @@ pub async fn run(
         shard: options.shard,
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
+        store: Arc::clone(&store),
         active: active_tx,
         fleet,
         watch_list: watch_list_tx,
@@ -245,6 +250,7 @@ pub async fn run(
             .then(|| server::RequestCaps::new(options.max_requests)),
         basic_auth,
         headers,
+        store: Arc::clone(&store),
         ..Routes::new(state, metrics, reload_tx)
     });
     let serving = server::serve(
@@ -272,11 +278,67 @@ pub async fn run(
     if tokio::time::timeout_at(deadline, health).await.is_err() {
         warn!("sandbox health checks did not stop within the grace period");
     }
+    // The polls are done: what they left pending is written within what is left of the grace.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let closing = tokio::task::spawn_blocking(move || store.close(left));
+    if tokio::time::timeout_at(deadline, closing).await.is_err() {
+        warn!("the store did not close within the grace period");
+    }
     // The reloader stops at cancellation; a load it started is left to its blocking thread.
     reloads.abort();
     discovering.abort();
     info!("stopped");
     Ok(())
+}
+
+/// Opens the store (if any) and restores what it kept: discovery's view into `fleet`, the
+/// task records into the state built from it, and the fleet counters. Returns the state and
+/// the store the daemon writes through.
+async fn restore(
+    storage: Option<StorageDir>,
+    fleet: &mut Fleet,
+    metrics: &Arc<Metrics>,
+) -> (Arc<State>, Arc<Store>) {
+    let Some(lock) = storage else {
+        let state = Arc::new(State::new(fleet.watch_list()));
+        let store = Store::memory(Arc::clone(metrics), Arc::new(Journal::default()));
+        return (state, Arc::new(store));
+    };
+    let dir = lock.dir().display().to_string();
+    // Reading 100k tasks takes a while: off the async workers.
+    let mut opened = off_thread(move || Opened::open(lock)).await;
+    let restored = std::mem::take(&mut opened.restored);
+    fleet.restore(restored.discovered, SystemTime::now());
+    let state = Arc::new(State::new(fleet.watch_list()));
+    let tasks = state.restore(restored.tasks);
+    let mut downloads = Vec::new();
+    let mut rules = Vec::new();
+    for (counter, value) in &restored.counters {
+        match counter {
+            Counter::Downloads(zone) => downloads.push((*zone, *value)),
+            Counter::YaraHits(rule) => rules.push((rule.as_str(), *value)),
+        }
+    }
+    state.restore_rules(rules.iter().map(|(rule, _)| *rule));
+    metrics.restore_counters(downloads, rules.iter().copied());
+    opened.status.restored = tasks;
+    info!(
+        storage = %dir,
+        tasks,
+        discovered = fleet.discovered_count(),
+        events = restored.events.len(),
+        "state restored"
+    );
+    let journal = Arc::new(Journal::restored(restored.events, restored.hours));
+    let store = Store::start(
+        opened,
+        &restored.counters,
+        fleet.discovered(),
+        Arc::clone(&state),
+        Arc::clone(metrics),
+        journal,
+    );
+    (state, Arc::new(store))
 }
 
 /// Applies reloads asked for by `SIGHUP` or `POST /-/reload`, one at a time.
@@ -285,6 +347,7 @@ struct Reloader {
     shard: Shard,
     state: Arc<State>,
     metrics: Arc<Metrics>,
+    store: Arc<Store>,
     active: watch::Sender<Arc<Active>>,
     /// The configured and discovered tasks, merged into the state's watch list.
     fleet: Arc<Mutex<Fleet>>,
@@ -328,16 +391,30 @@ impl Reloader {
                 {
                     let mut fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
                     fleet.set_config(Arc::new(active.config.clone()));
-                    Discovery::publish(&fleet, &self.state, &self.watch_list);
+                    Discovery::publish(&fleet, &self.state, &self.store, &self.watch_list);
                 }
                 self.metrics.record_reload(true);
                 self.active.send_replace(Arc::new(active));
                 info!(trigger, summary = %summary, "configuration reloaded");
+                self.store.event(
+                    None,
+                    EventKind::Reloaded {
+                        ok: true,
+                        detail: summary.clone().into(),
+                    },
+                );
                 Ok(summary)
             }
             Err(e) => {
                 self.metrics.record_reload(false);
                 let problems = e.to_string();
+                self.store.event(
+                    None,
+                    EventKind::Reloaded {
+                        ok: false,
+                        detail: crate::labels::clean(&problems, 1024).into(),
+                    },
+                );
                 error!(trigger, errors = %problems, "reload failed; keeping the previous configuration");
                 Err(problems)
             }

@@ -22,6 +22,7 @@ use crate::scheduler::Active;
 use crate::server;
 use crate::shard::{Shard, ShardError};
 use crate::signals::Signals;
+use crate::store::{StorageDir, StoreError};
 use krs_web_config::{WebConfig, WebConfigError};
 
 /// Prometheus exporter for Kaspersky Research Sandbox.
@@ -95,6 +96,11 @@ pub struct Flags {
     /// Run against the built-in simulated sandbox with its bundled scenario.
     #[arg(long)]
     pub demo: bool,
+    /// Directory where observed state is kept across restarts (created if missing, locked
+    /// against a second process) [default: data/; with --demo a temporary directory]. Empty
+    /// keeps it in memory only.
+    #[arg(long = "storage.path", value_name = "DIR", value_parser = any_path)]
+    pub storage_path: Option<PathBuf>,
     /// This replica's shard: a number, or a StatefulSet pod name ending in -N.
     #[arg(long = "shard.index", value_name = "I", default_value = "0")]
     pub shard_index: String,
@@ -122,6 +128,8 @@ pub enum CliError {
     WebConfig(#[from] WebConfigError),
     #[error("demo mode: {0}")]
     Demo(String),
+    #[error("--storage.path: {0}")]
+    Storage(#[from] StoreError),
     #[error("starting the runtime: {0}")]
     Runtime(io::Error),
 }
@@ -134,6 +142,7 @@ impl CliError {
             | CliError::TelemetryPath(_)
             | CliError::ListenAddress { .. }
             | CliError::Shard(_)
+            | CliError::Storage(_)
             | CliError::WebConfig(_) => 2,
             _ => 1,
         }
@@ -197,9 +206,47 @@ struct Started {
     listeners: Vec<TcpListener>,
     web: WebConfig,
     banner: Option<String>,
+    /// The locked storage directory; `None` in memory.
+    storage: Option<StorageDir>,
     /// Kept alive while the daemon runs: the simulator of `--demo`.
     _demo: Option<DemoGuard>,
+    /// `--demo`'s temporary storage directory, removed at exit.
+    _demo_storage: Option<TempStorage>,
 }
+
+/// A temporary storage directory, removed when dropped.
+struct TempStorage(PathBuf);
+
+impl Drop for TempStorage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The storage directory the flags name: `--storage.path` as given (empty: none), else a
+/// fresh temporary directory for `--demo`, else `data/`.
+fn storage_dir(flags: &Flags) -> (Option<PathBuf>, Option<TempStorage>) {
+    match &flags.storage_path {
+        Some(path) if path.as_os_str().is_empty() => (None, None),
+        Some(path) => (Some(path.clone()), None),
+        None if flags.demo => {
+            let dir =
+                std::env::temp_dir().join(format!("krs-exporter-demo-{}", std::process::id()));
+            // A directory left by an earlier process with this pid holds nothing of ours.
+            let _ = std::fs::remove_dir_all(&dir);
+            (Some(dir.clone()), Some(TempStorage(dir)))
+        }
+        None => (Some(PathBuf::from(DEFAULT_STORAGE_PATH)), None),
+    }
+}
+
+/// A path that may be empty (`--storage.path=` means "none"), which clap's own parser refuses.
+fn any_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
+}
+
+/// `--storage.path`'s default, as Prometheus and Alertmanager have it.
+pub const DEFAULT_STORAGE_PATH: &str = "data/";
 
 /// Registers signals, then starts up and runs until SIGTERM/SIGINT. A SIGTERM during start-up
 /// stops it there (exit 0); a SIGHUP then is held and becomes a reload after start.
@@ -231,7 +278,9 @@ async fn daemon(
         listeners,
         web,
         banner,
+        storage,
         _demo,
+        _demo_storage,
     } = started;
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -252,6 +301,7 @@ async fn daemon(
             ..server::ConnectionLimits::default()
         },
         shutdown_grace: grace,
+        storage,
     };
     app::run(source, active, listeners, options, shutdown).await?;
     Ok(Outcome::Stopped)
@@ -304,6 +354,11 @@ async fn start(
         (ConfigSource::File(flags.config_file.clone()), None, None)
     };
     let active = app::load_off_thread(source.clone(), shard).await?;
+    let (dir, demo_storage) = storage_dir(flags);
+    let storage = match dir {
+        Some(dir) => Some(app::off_thread(move || StorageDir::acquire(dir)).await?),
+        None => None,
+    };
     let listeners = if flags.systemd_socket {
         systemd_listeners()?
     } else {
@@ -319,7 +374,9 @@ async fn start(
         listeners,
         web,
         banner,
+        storage,
         _demo: demo,
+        _demo_storage: demo_storage,
     })
 }
 

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, DiscoveryConfig, TaskId, TaskSpec};
+use crate::journal::EventKind;
 use crate::labels;
 use crate::lifecycle::TaskLife;
 use crate::metrics::Metrics;
@@ -33,6 +34,7 @@ use crate::scheduler::gate::{Admission, Gate};
 use crate::scheduler::SharedGate;
 use crate::shard::Shard;
 use crate::state::{State, WatchList};
+use crate::store::Store;
 
 /// Pages read per cycle at most, beyond those `max_tasks` needs: a list that never ends or
 /// repeats itself costs a bounded number of requests.
@@ -128,6 +130,29 @@ impl Fleet {
                     .is_none_or(|c| now.duration_since(c).map_or(true, |age| age <= lookback))
             });
         }
+    }
+
+    /// Discovery's view as the store kept it, before the first read: the watch list at start
+    /// includes these tasks (aged ones leave at once).
+    pub fn restore(&mut self, discovered: Vec<Listed>, now: SystemTime) {
+        if self.config.discovery.is_some() {
+            let configured: HashSet<&TaskId> = self.config.tasks.iter().map(|t| &t.id).collect();
+            self.discovered = discovered
+                .into_iter()
+                .filter(|t| self.shard.owns(&t.id) && !configured.contains(&t.id))
+                .collect();
+            self.discovered
+                .sort_by_key(|t| std::cmp::Reverse(t.life.created));
+            if let Some(max) = self.config.discovery.as_ref().map(|d| d.max_tasks) {
+                self.discovered.truncate(max);
+            }
+            self.expire(now);
+        }
+    }
+
+    /// The discovered tasks, newest first.
+    pub fn discovered(&self) -> &[Listed] {
+        &self.discovered
     }
 
     pub fn discovered_count(&self) -> usize {
@@ -240,27 +265,45 @@ pub struct Discovery {
     pub fleet: Arc<Mutex<Fleet>>,
     pub state: Arc<State>,
     pub metrics: Arc<Metrics>,
+    /// Where the discovered view, removals and task state changes are kept.
+    pub store: Arc<Store>,
     /// Bumped whenever the watch list changed, for the scheduler.
     pub changed: watch::Sender<u64>,
 }
 
 impl Discovery {
-    /// Publishes `fleet`'s watch list to the state and tells the scheduler.
-    pub fn publish(fleet: &Fleet, state: &State, changed: &watch::Sender<u64>) {
-        Self::publish_with(fleet, None, state, changed);
+    /// Publishes `fleet`'s watch list to the state and tells the scheduler; removed tasks
+    /// leave the store.
+    pub fn publish(fleet: &Fleet, state: &State, store: &Store, changed: &watch::Sender<u64>) {
+        Self::publish_with(fleet, None, state, store, changed);
     }
 
     /// [`Discovery::publish`], with the states a read of the task list found recorded before
-    /// the scheduler hears of the change, so that it sets every pace from them at once.
+    /// the scheduler hears of the change, so that it sets every pace from them at once. The
+    /// changed states are kept, and each change of a task already known is an event.
     fn publish_with(
         fleet: &Fleet,
         read: Option<&Read>,
         state: &State,
+        store: &Store,
         changed: &watch::Sender<u64>,
     ) {
-        state.replace_watch_list(fleet.watch_list());
+        store.save(state.replace_watch_list(fleet.watch_list()));
         if let Some(read) = read {
-            state.set_lives(read.lives());
+            let changes = state.set_lives(read.lives());
+            for (save, change) in &changes {
+                if let Some(before) = change.before {
+                    store.event(
+                        Some(save.task.clone()),
+                        EventKind::StateChanged {
+                            from: Some(before),
+                            to: change.after,
+                        },
+                    );
+                }
+            }
+            store.save(changes.into_iter().map(|(save, _)| save));
+            store.discovered(fleet.discovered.clone());
         }
         changed.send_modify(|n| *n += 1);
     }
@@ -304,7 +347,13 @@ impl Discovery {
                     let (truncated, count) = {
                         let mut fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
                         let truncated = fleet.set_discovered(&read, now);
-                        Self::publish_with(&fleet, Some(&read), &self.state, &self.changed);
+                        Self::publish_with(
+                            &fleet,
+                            Some(&read),
+                            &self.state,
+                            &self.store,
+                            &self.changed,
+                        );
                         (truncated, fleet.discovered_count())
                     };
                     self.metrics.discovery.record_read(count, truncated, now);
@@ -320,7 +369,7 @@ impl Discovery {
                     let count = {
                         let mut fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
                         fleet.expire(now);
-                        Self::publish(&fleet, &self.state, &self.changed);
+                        Self::publish(&fleet, &self.state, &self.store, &self.changed);
                         fleet.discovered_count()
                     };
                     self.metrics.discovery.set_tasks(count);

@@ -65,7 +65,7 @@ pub fn task(n: u64, files: Vec<SimFile>, args: &MixArgs) -> SimTask {
     let created = Offset::before(args.history.mul_f64(share).max(Duration::from_secs(3600)));
     let analysed = created.plus(Duration::from_secs(120 + h % 1680));
     let analysed = analysed.min(Offset::before(Duration::from_secs(1)));
-    let outcome = if h % 50 == 0 {
+    let outcome = if h.is_multiple_of(50) {
         "Processing failed"
     } else {
         "completed"

@@ -21,9 +21,10 @@ mod family;
 pub mod openmetrics;
 pub mod registry;
 pub mod sandbox;
+pub mod storage;
 pub mod tasks;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod web;
 
 use prometheus::{Encoder, TextEncoder};

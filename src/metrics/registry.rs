@@ -12,7 +12,7 @@ use prometheus::{
 
 use super::family::{register, unix_seconds};
 use super::openmetrics::Exemplar;
-use super::{appliance, discovery, sandbox, tasks, web};
+use super::{appliance, discovery, sandbox, storage, tasks, web};
 use crate::labels::OTHER;
 use crate::sandbox::decode::{RepairKind, SkipReason};
 use crate::sandbox::{Attempt, AttemptError, Decoded, Endpoint, FailureReason};
@@ -65,6 +65,8 @@ pub struct Metrics {
     pub discovery: discovery::DiscoveryMetrics,
     /// The appliance's own health and version ([`sandbox`]).
     pub sandbox: sandbox::SandboxMetrics,
+    /// The store of observed state ([`storage`]).
+    pub storage: storage::StorageMetrics,
     /// The per-task families' renderer and its cache ([`tasks`]).
     pub(super) tasks: tasks::TaskFamilies,
 }
@@ -220,6 +222,7 @@ impl Metrics {
         let appliance = appliance::ApplianceMetrics::register(&registry);
         let discovery = discovery::DiscoveryMetrics::register(&registry);
         let sandbox = sandbox::SandboxMetrics::register(&registry);
+        let storage = storage::StorageMetrics::register(&registry);
         Metrics {
             registry,
             api_requests,
@@ -244,6 +247,7 @@ impl Metrics {
             appliance,
             discovery,
             sandbox,
+            storage,
             tasks: tasks::TaskFamilies::default(),
         }
     }
@@ -358,6 +362,23 @@ impl Metrics {
         let hits = exemplars.entry(YARA_HITS).or_default();
         for (rule, sha256) in activity.yara_hits.iter().zip(&activity.yara_files) {
             hits.insert(rule.clone(), exemplar(sha256));
+        }
+    }
+
+    /// Continues the fleet counters from the values the store kept. Counters only rise: this
+    /// is for start-up, before any poll.
+    pub fn restore_counters<'a>(
+        &self,
+        downloads: impl IntoIterator<Item = (DangerZone, u64)>,
+        yara_hits: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        for (zone, value) in downloads {
+            self.downloads
+                .with_label_values(&[zone.as_str()])
+                .inc_by(value);
+        }
+        for (rule, value) in yara_hits {
+            self.yara_hits.with_label_values(&[rule]).inc_by(value);
         }
     }
 

@@ -20,7 +20,7 @@ pub mod plan;
 pub mod poll;
 mod ring;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +33,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::blocking;
 use crate::config::{Config, TaskId};
+use crate::journal::EventKind;
 use crate::lifecycle::{self, Pace, TaskLife};
 use crate::metrics::Metrics;
 use crate::sandbox::decode::lifecycle::TaskState;
 use crate::sandbox::{Downloads, SandboxClient};
 use crate::state::{Life, PollError, State};
+use crate::store::Store;
 use budget::RetryBudget;
 use gate::{Gate, PauseChange};
 use paces::{Intervals, Move, Paces};
@@ -68,6 +70,8 @@ pub struct Inputs {
     pub watch_list: watch::Receiver<u64>,
     /// Where the scheduler publishes its pause gate ([`SharedGate`]).
     pub gates: watch::Sender<Option<Arc<Gate>>>,
+    /// Where finished polls' records and new counts go: kept first, then shown.
+    pub store: Arc<Store>,
 }
 
 /// Runs until `shutdown` is cancelled or the configuration channel closes, then waits at most
@@ -83,7 +87,13 @@ pub async fn run(
 ) {
     let tracker = TaskTracker::new();
     let first = Arc::clone(&active.borrow_and_update());
-    let mut dispatcher = Dispatcher::new(&first, Arc::clone(&metrics), Arc::clone(&state));
+    let store = Arc::clone(&inputs.store);
+    let mut dispatcher = Dispatcher::new(
+        &first,
+        Arc::clone(&metrics),
+        Arc::clone(&state),
+        Arc::clone(&store),
+    );
     inputs
         .gates
         .send_replace(Some(Arc::clone(&dispatcher.ctx.gate)));
@@ -139,8 +149,8 @@ pub async fn run(
                 };
                 let plan = dispatcher.plan(&task);
                 let completed = dispatcher.completed_run(&task);
-                let (state, metrics, shutdown) =
-                    (Arc::clone(&state), Arc::clone(&metrics), shutdown.clone());
+                let (state, metrics, store, shutdown) =
+                    (Arc::clone(&state), Arc::clone(&metrics), Arc::clone(&store), shutdown.clone());
                 let id = task.clone();
                 let guard_shutdown = shutdown.clone();
                 let done = done_tx.clone();
@@ -154,7 +164,7 @@ pub async fn run(
                             None => completed,
                         };
                         // Digesting a large response is CPU work: off the async workers.
-                        blocking::run(move || finish(end, &state, &metrics)).await;
+                        blocking::run(move || finish(end, &state, &metrics, &store)).await;
                         let _ = done.send(Finished { task, ok, settles });
                     }
                 });
@@ -225,18 +235,28 @@ impl Drop for PollGuard {
     }
 }
 
-/// Hands a finished poll to the state and metrics, and logs transitions.
-fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
+/// Hands a finished poll to the state, its record and new counts to the store (which shows the
+/// counts once they are kept), and logs and records transitions.
+fn finish(end: PollEnd, state: &State, metrics: &Metrics, store: &Store) {
     for change in &end.pause_changes {
         match change {
-            PauseChange::Paused { reason, delay } => info!(
-                reason = reason.as_str(),
-                why = reason.describe(),
-                delay_s = delay.as_secs_f64(),
-                "polling paused"
-            ),
+            PauseChange::Paused { reason, delay } => {
+                info!(
+                    reason = reason.as_str(),
+                    why = reason.describe(),
+                    delay_s = delay.as_secs_f64(),
+                    "polling paused"
+                );
+                store.event(
+                    None,
+                    EventKind::Paused {
+                        reason: reason.as_str().into(),
+                    },
+                );
+            }
             PauseChange::Resumed { after } => {
-                info!(after = after.as_str(), "polling resumed")
+                info!(after = after.as_str(), "polling resumed");
+                store.event(None, EventKind::Resumed);
             }
         }
     }
@@ -246,7 +266,8 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
     let error = end.report.result.as_ref().err().cloned();
     let files = end.report.result.as_ref().ok().and_then(Downloads::files);
     let applied = state.apply(end.report);
-    metrics.record_activity(&applied.activity);
+    let was_up = applied.was_up;
+    store.commit(applied.save, applied.activity);
     metrics.record_poll(end.duration, error.is_none());
     debug!(
         task_id = %task,
@@ -256,14 +277,24 @@ fn finish(end: PollEnd, state: &State, metrics: &Metrics) {
         duration_ms = end.duration.as_millis() as u64,
         "poll finished"
     );
-    match (&error, applied.was_up) {
-        (None, Some(false)) => info!(task_id = %task, "task poll recovered"),
+    match (&error, was_up) {
+        (None, Some(false)) => {
+            info!(task_id = %task, "task poll recovered");
+            store.event(Some(task), EventKind::PollRecovered);
+        }
         // A pause is one appliance-wide event, logged once as it starts, not once per task.
         (Some(e @ PollError::Paused { .. }), _) => {
             debug!(task_id = %task, error = %e, "task poll held back by the pause")
         }
         (Some(e), None | Some(true)) => {
-            warn!(task_id = %task, status, error = %e, "task poll failed")
+            warn!(task_id = %task, status, error = %e, "task poll failed");
+            let error = crate::labels::clean(&e.to_string(), 256);
+            store.event(
+                Some(task),
+                EventKind::PollFailed {
+                    error: error.into(),
+                },
+            );
         }
         _ => {}
     }
@@ -274,10 +305,9 @@ struct Dispatcher {
     ctx: Arc<PollContext>,
     metrics: Arc<Metrics>,
     state: Arc<State>,
+    /// Where a task's settled run is kept.
+    store: Arc<Store>,
     paces: Paces,
-    /// The `ResultId` for which a poll succeeded after completion was seen: such a task is
-    /// settled until it is repeated.
-    settled_for: HashMap<TaskId, Box<str>>,
     /// Configured tasks the latest read of the task list did not cover: they are asked for
     /// their parameters.
     unlisted: HashSet<TaskId>,
@@ -286,14 +316,14 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(active: &Active, metrics: Arc<Metrics>, state: Arc<State>) -> Self {
+    fn new(active: &Active, metrics: Arc<Metrics>, state: Arc<State>, store: Arc<Store>) -> Self {
         let config = &active.config;
         Dispatcher {
             ctx: Arc::new(context(active, None, Arc::clone(&metrics))),
             metrics,
             state,
+            store,
             paces: Paces::new(intervals(config), Instant::now()),
-            settled_for: HashMap::new(),
             unlisted: HashSet::new(),
             moves: Vec::new(),
         }
@@ -309,7 +339,7 @@ impl Dispatcher {
             .iter()
             .map(|l| Move {
                 task: l.id.clone(),
-                pace: self.pace_of(&l.id, l.life.as_deref(), l.polled),
+                pace: self.pace_of(l.life.as_deref(), l.polled, l.settled_for.as_deref()),
             })
             .collect();
         self.paces
@@ -342,14 +372,13 @@ impl Dispatcher {
         let lives = self.state.lives();
         let wanted: HashSet<&TaskId> = lives.iter().map(|l| &l.id).collect();
         self.paces.retain(|id| wanted.contains(id));
-        self.settled_for.retain(|id, _| wanted.contains(id));
         self.unlisted = unlisted(&lives);
         let mut added = 0;
         let (mut configured, mut discovered) = (Vec::new(), Vec::new());
         for l in &lives {
             let new = self.paces.pace(&l.id).is_none();
             added += usize::from(new);
-            let pace = self.pace_of(&l.id, l.life.as_deref(), l.polled);
+            let pace = self.pace_of(l.life.as_deref(), l.polled, l.settled_for.as_deref());
             let moved = Move {
                 task: l.id.clone(),
                 pace,
@@ -377,17 +406,25 @@ impl Dispatcher {
         let Some(current) = self.paces.pace(&finished.task) else {
             return;
         };
-        let (life, polled) = self.state.life(&finished.task);
-        if let Some(life) = &life {
+        let Some(mut life) = self.state.life(&finished.task) else {
+            return;
+        };
+        if let Some(known) = &life.life {
             if finished.ok
-                && life.state == TaskState::Completed
-                && finished.settles.as_deref() == Some(&*life.result_id)
+                && known.state == TaskState::Completed
+                && finished.settles.as_deref() == Some(&*known.result_id)
+                && life.settled_for.as_deref() != Some(&*known.result_id)
             {
-                self.settled_for
-                    .insert(finished.task.clone(), life.result_id.clone());
+                let save = self.state.settle(&finished.task, &known.result_id);
+                self.store.save(save);
+                life.settled_for = Some(known.result_id.clone());
             }
         }
-        let pace = self.pace_of(&finished.task, life.as_deref(), polled);
+        let pace = self.pace_of(
+            life.life.as_deref(),
+            life.polled,
+            life.settled_for.as_deref(),
+        );
         if pace != current {
             debug!(task_id = %finished.task, ?pace, "task changes pace");
             self.moves.push(Move {
@@ -411,19 +448,16 @@ impl Dispatcher {
         }
     }
 
-    fn pace_of(&self, id: &TaskId, life: Option<&TaskLife>, polled: bool) -> Pace {
-        lifecycle::pace(
-            self.ctx.lifecycle,
-            life,
-            polled,
-            self.settled_for.get(id).map(|r| &**r),
-        )
+    fn pace_of(&self, life: Option<&TaskLife>, polled: bool, settled_for: Option<&str>) -> Pace {
+        lifecycle::pace(self.ctx.lifecycle, life, polled, settled_for)
     }
 
     /// The `ResultId` of `task`'s run if it is known to be completed now.
     fn completed_run(&self, task: &TaskId) -> Option<Box<str>> {
-        let (life, _) = self.state.life(task);
-        life.filter(|l| l.state == TaskState::Completed)
+        self.state
+            .life(task)
+            .and_then(|l| l.life)
+            .filter(|l| l.state == TaskState::Completed)
             .map(|l| l.result_id.clone())
     }
 

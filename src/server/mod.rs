@@ -61,9 +61,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::journal::Journal;
 use crate::metrics::web::Rejection;
 use crate::metrics::Metrics;
 use crate::state::State;
+use crate::store::Store;
 use krs_web_config::{AuthResult, BasicAuth, TlsAcceptorCache, WebConfig, WWW_AUTHENTICATE};
 
 pub use connections::Limits as ConnectionLimits;
@@ -110,6 +112,8 @@ pub struct Routes {
     /// One status page renders at a time: a flood of page views queues here (and meets the
     /// request cap) instead of taking the CPU from polls and scrapes.
     pub page_renders: Semaphore,
+    /// The store: its status and the activity feed.
+    pub store: Arc<Store>,
 }
 
 /// The `--web.max-requests` budgets.
@@ -137,7 +141,7 @@ impl Routes {
     ) -> Self {
         Routes {
             state,
-            metrics,
+            metrics: Arc::clone(&metrics),
             telemetry_path: "/metrics".into(),
             reload,
             banner: None,
@@ -145,6 +149,7 @@ impl Routes {
             basic_auth: None,
             headers: Vec::new(),
             page_renders: Semaphore::new(1),
+            store: Arc::new(Store::memory(metrics, Arc::new(Journal::default()))),
         }
     }
 

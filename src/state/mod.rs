@@ -119,6 +119,12 @@ pub struct NewActivity {
     /// The sha256 of the file behind each entry of `downloads`, in the same order (cleaned;
     /// empty for a file without one): the exemplars of `krs_downloads_total`.
     pub download_files: Vec<String>,
+    /// The file's zone before, for each entry of `downloads` whose zone changed; `None` for a
+    /// new file.
+    pub previous_zones: Vec<Option<DangerZone>>,
+    /// The name of the file behind each entry of `downloads` (cleaned, cut to
+    /// [`MAX_NAME_CHARS`]).
+    pub download_names: Vec<String>,
     /// The sha256 of the file behind each entry of `yara_hits`, in the same order.
     pub yara_files: Vec<String>,
     /// The polled task and the end of its poll, when anything was counted.
@@ -137,6 +143,16 @@ pub struct Life {
     pub configured: bool,
     /// Covered by the latest read of the task list.
     pub listed: bool,
+    /// The `ResultId` for which a poll succeeded once completion was seen.
+    pub settled_for: Option<Box<str>>,
+}
+
+/// What the scheduler paces one task by (a [`Life`] without the watch-list facts).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Known {
+    pub life: Option<Arc<TaskLife>>,
+    pub polled: bool,
+    pub settled_for: Option<Box<str>>,
 }
 
 /// What applying a poll changed.
@@ -145,7 +161,45 @@ pub struct Applied {
     pub activity: NewActivity,
     /// Whether the task was up before this poll; `None` if it had never been polled.
     pub was_up: Option<bool>,
+    /// The task's record to keep, when the poll changed it; the activity may be counted only
+    /// once this is durable.
+    pub save: Option<Save>,
 }
+
+/// A task's record as it should now be kept, or its removal (`record: None`). `seq` orders
+/// saves of one task made under the lock: a store keeps the highest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Save {
+    pub task: TaskId,
+    pub seq: u64,
+    pub record: Option<Record>,
+}
+
+/// What is kept of one task across restarts: its row (what its gauges show), the files
+/// already counted, and the run it settled for. Cheap to clone: the parts are shared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub row: TaskRow,
+    pub seen: Option<Arc<Seen>>,
+    pub settled_for: Option<Box<str>>,
+}
+
+/// The files of a task's latest successful poll, by identity.
+pub type Seen = HashMap<u64, SeenFile>;
+
+/// One poll in a task's recent history (the task page).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PollEntry {
+    pub at: SystemTime,
+    pub status: Option<u16>,
+    /// `None` for a success.
+    pub error: Option<Arc<str>>,
+    /// The body differed from the previous one.
+    pub changed: bool,
+}
+
+/// Polls kept per task for the task page.
+pub const POLL_HISTORY: usize = 10;
 
 /// A consistent copy of the state for renderers, taken under the lock and read without it:
 /// the watch list and one [`TaskRow`] per watched task, in watch-list order.
@@ -155,7 +209,7 @@ pub struct View {
 }
 
 /// What renderers see of one watched task. Cheap to clone: the snapshot and error are shared.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskRow {
     pub last_poll: Option<SystemTime>,
     pub last_success: Option<SystemTime>,
@@ -175,7 +229,11 @@ pub struct TaskRow {
 struct TaskState {
     row: TaskRow,
     /// Files seen in the latest successful poll; `None` until the baseline poll.
-    seen: Option<HashMap<u64, SeenFile>>,
+    seen: Option<Arc<Seen>>,
+    /// See [`Life::settled_for`].
+    settled_for: Option<Box<str>>,
+    /// The latest polls, oldest first, at most [`POLL_HISTORY`].
+    history: std::collections::VecDeque<PollEntry>,
     /// Digest of the body behind `row.snapshot` and `seen`; cleared when the limits that shaped
     /// them change, so the next poll digests the body again.
     digest: Option<BodyDigest>,
@@ -200,6 +258,26 @@ pub struct Snapshot {
     pub files_dropped: u64,
     /// Records of the response that were not exported (see the decoder's `SkipReason`).
     pub skipped_records: u64,
+    /// Every file of the response for the task page, most dangerous first, at most
+    /// [`MAX_DETAILS`]; each file once.
+    pub details: Vec<FileDetail>,
+}
+
+/// One downloaded file as the task page shows it. Strings are cleaned and cut.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileDetail {
+    /// The file's identity within its task.
+    pub key: u64,
+    pub zone: DangerZone,
+    pub sha256: Box<str>,
+    pub name: Box<str>,
+    pub size: u64,
+    pub file_type: Box<str>,
+    pub https: bool,
+    pub detections: Box<[Box<str>]>,
+    pub rules: Box<[Box<str>]>,
+    /// When the exporter first saw the file in this task (Unix seconds).
+    pub first_seen: u64,
 }
 
 /// A file named in `krs_download_info`.
@@ -224,13 +302,18 @@ struct Inner {
     fleet_rules: HashSet<String>,
     /// Watched tasks the latest read of the task list covered.
     listed: HashSet<TaskId>,
+    /// Orders [`Save`]s.
+    seq: u64,
 }
 
-#[derive(Debug)]
-struct SeenFile {
-    zone: DangerZone,
+/// A file already counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenFile {
+    pub zone: DangerZone,
     /// Hashes of the file's YARA rules, sorted and distinct.
-    rules: Vec<u64>,
+    pub rules: Vec<u64>,
+    /// When it was first seen (Unix seconds).
+    pub first_seen: u64,
 }
 
 impl From<AttemptError> for PollError {
@@ -298,6 +381,7 @@ impl State {
             pending: watch.tasks.iter().map(|t| t.id.clone()).collect(),
             fleet_rules: HashSet::new(),
             listed: HashSet::new(),
+            seq: 0,
         };
         inner.set_watch(watch);
         State {
@@ -306,9 +390,84 @@ impl State {
     }
 
     /// Makes `watch` the active list: records of removed tasks are dropped (their series
-    /// vanish), added tasks start without a baseline.
-    pub fn replace_watch_list(&self, watch: WatchList) {
-        self.write().set_watch(watch);
+    /// vanish), added tasks start without a baseline. Returns the removals to keep.
+    pub fn replace_watch_list(&self, watch: WatchList) -> Vec<Save> {
+        self.write().set_watch(watch)
+    }
+
+    /// Restores kept records at start, before any poll: each watched task among them gets
+    /// its row, files and settled run back, and counts as polled for readiness. Returns how
+    /// many were restored; records of tasks not watched are ignored.
+    pub fn restore(&self, records: impl IntoIterator<Item = (TaskId, Record)>) -> usize {
+        let mut inner = self.write();
+        let mut restored = 0;
+        for (id, record) in records {
+            let Some(task) = inner.tasks.get_mut(&id) else {
+                continue;
+            };
+            task.row = record.row;
+            task.seen = record.seen;
+            task.settled_for = record.settled_for;
+            if task.row.last_poll.is_some() {
+                inner.done(&id);
+            }
+            restored += 1;
+        }
+        restored
+    }
+
+    /// Rules the fleet counters already carry (restored from the store): they keep their
+    /// label values within the fleet cap.
+    pub fn restore_rules<'a>(&self, rules: impl IntoIterator<Item = &'a str>) {
+        let mut inner = self.write();
+        let cap = inner.watch.limits.max_label_values * FLEET_RULES_FACTOR;
+        for rule in rules {
+            if inner.fleet_rules.len() >= cap {
+                break;
+            }
+            inner.fleet_rules.insert(rule.to_string());
+        }
+    }
+
+    /// A successful poll of `task` once it was known completed in run `result_id`: it is
+    /// settled for that run. Returns the save to keep, if this changed anything.
+    pub fn settle(&self, task: &TaskId, result_id: &str) -> Option<Save> {
+        let mut inner = self.write();
+        let seq = inner.next_seq();
+        let state = inner.tasks.get_mut(task)?;
+        if state.settled_for.as_deref() == Some(result_id) {
+            return None;
+        }
+        state.settled_for = Some(result_id.into());
+        Some(state.save(task, seq))
+    }
+
+    /// Every watched task's record, for a store that must be written afresh.
+    pub fn records(&self) -> Vec<Save> {
+        let mut inner = self.write();
+        let seq = inner.next_seq();
+        let Inner { watch, tasks, .. } = &*inner;
+        watch
+            .tasks
+            .iter()
+            .filter_map(|spec| {
+                let task = tasks.get(&spec.id)?;
+                (task.row.last_poll.is_some() || task.row.life.is_some())
+                    .then(|| task.save(&spec.id, seq))
+            })
+            .collect()
+    }
+
+    /// One task's row, files and recent polls, for the task page; `None` if not watched.
+    pub fn task(&self, id: &TaskId) -> Option<(TaskSpec, TaskRow, Vec<PollEntry>)> {
+        let inner = self.read_inner();
+        let spec = inner.watch.tasks.iter().find(|t| &t.id == id)?.clone();
+        let task = inner.tasks.get(id)?;
+        Some((
+            spec,
+            task.row.clone(),
+            task.history.iter().cloned().collect(),
+        ))
     }
 
     /// The active watch list.
@@ -346,24 +505,28 @@ impl State {
         // snapshot shaped by the old limits must not get a live one, or every later "unchanged"
         // poll would keep it.
         let stale = inner.watch.limits != limits;
+        let seq = inner.next_seq();
         let Inner {
             tasks, fleet_rules, ..
         } = &mut *inner;
         let Some(task) = tasks.get_mut(&report.task) else {
             return Applied::default();
         };
+        let mut changed = false;
         if let Some(life) = report.life {
-            task.set_life(life);
+            changed |= task.set_life(life);
         }
         if let Outcome::Unchanged(digest) = outcome {
             if task.digest != Some(digest) {
                 return Applied::default();
             }
         }
+        let error_before = task.row.last_error.clone();
         let row = &mut task.row;
         let was_up = row.last_poll.map(|_| row.up);
         row.last_poll = Some(report.finished);
         row.last_status = report.status;
+        let now = unix(report.finished);
         let succeeded = |row: &mut TaskRow| {
             row.up = true;
             row.last_success = Some(report.finished);
@@ -375,9 +538,8 @@ impl State {
                 NewActivity::default()
             }
             Outcome::Changed(prepared, digest) => {
-                let prepared = *prepared;
+                let mut prepared = *prepared;
                 succeeded(row);
-                row.snapshot = Some(Arc::new(prepared.snapshot));
                 task.digest = if stale { None } else { digest };
                 let cap = limits.max_label_values * FLEET_RULES_FACTOR;
                 let activity = match &task.seen {
@@ -394,8 +556,24 @@ impl State {
                         activity
                     }
                 };
-                task.seen = Some(prepared.seen);
+                // A file keeps the time it was first seen; a new one was first seen now.
+                let first_seen = |key: &u64| {
+                    task.seen
+                        .as_ref()
+                        .and_then(|s| s.get(key))
+                        .map_or(now, |f| f.first_seen)
+                };
+                for (key, file) in prepared.seen.iter_mut() {
+                    file.first_seen = first_seen(key);
+                }
+                for detail in &mut prepared.snapshot.details {
+                    detail.first_seen =
+                        prepared.seen.get(&detail.key).map_or(now, |f| f.first_seen);
+                }
+                task.row.snapshot = Some(Arc::new(prepared.snapshot));
+                task.seen = Some(Arc::new(prepared.seen));
                 counted.files = prepared.files;
+                changed = true;
                 activity
             }
             Outcome::Failed(error) => {
@@ -404,6 +582,17 @@ impl State {
                 NewActivity::default()
             }
         };
+        let row = &task.row;
+        // A failing poll is kept when it changes what the task shows (up, or the error);
+        // the same failure again writes nothing.
+        changed |= was_up != Some(row.up) || error_before != row.last_error;
+        task.remember(PollEntry {
+            at: report.finished,
+            status: report.status,
+            error: task.row.last_error.clone(),
+            changed: changed && task.row.up,
+        });
+        let save = changed.then(|| task.save(&report.task, seq));
         inner.done(&report.task);
         drop(inner);
         let mut activity = activity;
@@ -411,20 +600,34 @@ impl State {
             counted.resolve(&mut activity, limits.max_label_length);
             activity.polled = Some((report.task, report.finished));
         }
-        Applied { activity, was_up }
+        Applied {
+            activity,
+            was_up,
+            save,
+        }
     }
 
     /// Records what a read of the task list says of the listed tasks' states; tasks not
     /// watched are ignored, and the listed set becomes exactly these tasks. A deleted or
     /// disposed task's downloads are forgotten: its download series vanish while
     /// `krs_task_state` says why.
-    pub fn set_lives(&self, lives: impl IntoIterator<Item = (TaskId, TaskLife)>) {
+    /// Returns the saves of the tasks whose state changed, with each change.
+    pub fn set_lives(
+        &self,
+        lives: impl IntoIterator<Item = (TaskId, TaskLife)>,
+    ) -> Vec<(Save, LifeChange)> {
         let mut inner = self.write();
+        let seq = inner.next_seq();
         let mut listed = HashSet::new();
+        let mut saves = Vec::new();
         for (id, life) in lives {
             if let Some(task) = inner.tasks.get_mut(&id) {
                 let gone = life.state.is_gone();
-                task.set_life(life);
+                let before = task.row.life.as_ref().map(|l| l.state);
+                let after = life.state;
+                if task.set_life(life) {
+                    saves.push((task.save(&id, seq), LifeChange { before, after }));
+                }
                 if gone {
                     inner.done(&id);
                 }
@@ -432,6 +635,7 @@ impl State {
             }
         }
         inner.listed = listed;
+        saves
     }
 
     /// Each watched task's known state, in watch-list order: what the scheduler sets paces
@@ -452,18 +656,21 @@ impl State {
                     polled: task.is_some_and(|t| t.row.last_poll.is_some()),
                     configured: i < configured,
                     listed: inner.listed.contains(&spec.id),
+                    settled_for: task.and_then(|t| t.settled_for.clone()),
                 }
             })
             .collect()
     }
 
-    /// One task's known state and whether it was polled.
-    pub fn life(&self, id: &TaskId) -> (Option<Arc<TaskLife>>, bool) {
+    /// One watched task's known state; `None` if not watched.
+    pub fn life(&self, id: &TaskId) -> Option<Known> {
         let inner = self.read_inner();
-        match inner.tasks.get(id) {
-            Some(t) => (t.row.life.clone(), t.row.last_poll.is_some()),
-            None => (None, false),
-        }
+        let t = inner.tasks.get(id)?;
+        Some(Known {
+            life: t.row.life.clone(),
+            polled: t.row.last_poll.is_some(),
+            settled_for: t.settled_for.clone(),
+        })
     }
 
     /// The digest of the body behind `task`'s current snapshot, for the next poll to compare.
@@ -521,10 +728,18 @@ impl View {
     }
 }
 
+/// A task's state as a read of the task list changed it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LifeChange {
+    pub before: Option<SandboxState>,
+    pub after: SandboxState,
+}
+
 impl TaskState {
-    fn set_life(&mut self, life: TaskLife) {
+    /// Returns whether anything changed.
+    fn set_life(&mut self, life: TaskLife) -> bool {
         if self.row.life.as_deref() == Some(&life) {
-            return;
+            return false;
         }
         if matches!(life.state, SandboxState::Deleted | SandboxState::Disposed) {
             self.row.snapshot = None;
@@ -532,7 +747,32 @@ impl TaskState {
             self.digest = None;
         }
         self.row.life = Some(Arc::new(life));
+        true
     }
+
+    fn save(&self, id: &TaskId, seq: u64) -> Save {
+        Save {
+            task: id.clone(),
+            seq,
+            record: Some(Record {
+                row: self.row.clone(),
+                seen: self.seen.clone(),
+                settled_for: self.settled_for.clone(),
+            }),
+        }
+    }
+
+    fn remember(&mut self, entry: PollEntry) {
+        if self.history.len() == POLL_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(entry);
+    }
+}
+
+fn unix(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Inner {
@@ -545,9 +785,26 @@ impl Inner {
         }
     }
 
-    fn set_watch(&mut self, watch: WatchList) {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn set_watch(&mut self, watch: WatchList) -> Vec<Save> {
         let keep: HashSet<&TaskId> = watch.tasks.iter().map(|t| &t.id).collect();
-        self.tasks.retain(|id, _| keep.contains(id));
+        let seq = self.next_seq();
+        let mut removed = Vec::new();
+        self.tasks.retain(|id, _| {
+            let kept = keep.contains(id);
+            if !kept {
+                removed.push(Save {
+                    task: id.clone(),
+                    seq,
+                    record: None,
+                });
+            }
+            kept
+        });
         for spec in watch.tasks.iter() {
             self.tasks.entry(spec.id.clone()).or_default();
         }
@@ -564,6 +821,7 @@ impl Inner {
             }
         }
         self.watch = Arc::new(watch);
+        removed
     }
 }
 
@@ -586,6 +844,7 @@ enum Outcome {
 mod snapshot;
 
 use snapshot::{baseline_rules, new_activity, prepare, Counted, Prepared};
+pub use snapshot::{identity_key, set_identity_key, MAX_DETAILS, MAX_NAME_CHARS};
 
 #[cfg(test)]
 mod tests {

@@ -3,10 +3,10 @@
 //! linear in the records and their values, and runs before the state's lock is taken.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use super::{FileInfo, NewActivity, SeenFile, Snapshot};
+use super::{FileDetail, FileInfo, NewActivity, SeenFile, Snapshot};
 use crate::labels::{self, OTHER};
 use crate::sandbox::decode::Decoded;
 use crate::sandbox::Download;
@@ -55,18 +55,26 @@ impl Counted {
             .chain(&self.yara_hits)
             .copied()
             .collect();
-        let mut sha256: HashMap<u64, String> = HashMap::with_capacity(wanted.len());
+        let mut found: HashMap<u64, (String, String)> = HashMap::with_capacity(wanted.len());
         for file in &self.files {
             let key = file_key(file);
             if wanted.contains(&key) {
-                sha256
-                    .entry(key)
-                    .or_insert_with(|| labels::clean(&file.sha256, max));
+                found.entry(key).or_insert_with(|| {
+                    (
+                        labels::clean(&file.sha256, max),
+                        labels::clean(&file.name, MAX_NAME_CHARS),
+                    )
+                });
             }
         }
-        let of = |key: &u64| sha256.get(key).cloned().unwrap_or_default();
-        activity.download_files = self.downloads.iter().map(of).collect();
-        activity.yara_files = self.yara_hits.iter().map(of).collect();
+        let sha = |key: &u64| found.get(key).map(|f| f.0.clone()).unwrap_or_default();
+        activity.download_files = self.downloads.iter().map(sha).collect();
+        activity.download_names = self
+            .downloads
+            .iter()
+            .map(|key| found.get(key).map(|f| f.1.clone()).unwrap_or_default())
+            .collect();
+        activity.yara_files = self.yara_hits.iter().map(sha).collect();
     }
 }
 
@@ -80,18 +88,18 @@ pub(super) fn new_activity(
     fleet_rules: &mut HashSet<String>,
     cap: usize,
 ) -> (NewActivity, Counted) {
-    let mut downloads: Vec<(DangerZone, u64)> = Vec::new();
+    let mut downloads: Vec<(DangerZone, u64, Option<DangerZone>)> = Vec::new();
     let mut hits: Vec<(String, u64)> = Vec::new();
     let label = |hash: &u64| rule_labels.get(hash).cloned();
     for (key, new) in current {
         match previous.get(key) {
             None => {
-                downloads.push((new.zone, *key));
+                downloads.push((new.zone, *key, None));
                 hits.extend(new.rules.iter().filter_map(label).map(|r| (r, *key)));
             }
             Some(old) => {
                 if old.zone != new.zone {
-                    downloads.push((new.zone, *key));
+                    downloads.push((new.zone, *key, Some(old.zone)));
                 }
                 for hash in &new.rules {
                     if old.rules.binary_search(hash).is_err() {
@@ -113,10 +121,18 @@ pub(super) fn new_activity(
             }
         }
     }
-    let (zones, download_keys) = downloads.into_iter().unzip();
+    let mut zones = Vec::with_capacity(downloads.len());
+    let mut download_keys = Vec::with_capacity(downloads.len());
+    let mut previous_zones = Vec::with_capacity(downloads.len());
+    for (zone, key, before) in downloads {
+        zones.push(zone);
+        download_keys.push(key);
+        previous_zones.push(before);
+    }
     let (rules, hit_keys) = hits.into_iter().unzip();
     let activity = NewActivity {
         downloads: zones,
+        previous_zones,
         yara_hits: rules,
         ..NewActivity::default()
     };
@@ -151,15 +167,21 @@ pub(super) fn prepare(decoded: &Decoded, limits: &Limits) -> Prepared {
     let mut seen: HashMap<u64, SeenFile> = HashMap::with_capacity(decoded.files.len());
     let mut rule_labels: HashMap<u64, String> = HashMap::new();
     let mut labels_of_file: Vec<String> = Vec::new();
+    let mut details: Vec<FileDetail> = Vec::new();
     for file in &decoded.files {
         snapshot.zones[file.zone.index()] += 1;
         snapshot.bytes = snapshot.bytes.saturating_add(file.size);
         snapshot.https += u64::from(file.is_https);
-        let entry = seen.entry(file_key(file)).or_insert(SeenFile {
+        let key = file_key(file);
+        let entry = seen.entry(key).or_insert(SeenFile {
             zone: file.zone,
             rules: Vec::new(),
+            first_seen: 0,
         });
         entry.zone = file.zone;
+        if details.len() < MAX_DETAILS {
+            details.push(detail(file, key, max));
+        }
         // Distinct rules of this record (the decoder already removed exact duplicates).
         for (i, rule) in file.yara_rules.iter().enumerate() {
             let name = if i < per_file { rule.as_str() } else { OTHER };
@@ -220,11 +242,46 @@ pub(super) fn prepare(decoded: &Decoded, limits: &Limits) -> Prepared {
         snapshot.files_dropped = (snapshot.files.len() - limits.max_file_info_series) as u64;
         snapshot.files.truncate(limits.max_file_info_series);
     }
+    // A file listed twice is one file; the most dangerous first, then by name.
+    details.sort_by(|a, b| (a.zone, &a.name, a.key).cmp(&(b.zone, &b.name, b.key)));
+    details.dedup_by_key(|d| d.key);
+    snapshot.details = details;
     Prepared {
         snapshot,
         seen,
         rule_labels,
         files: Vec::new(),
+    }
+}
+
+/// Files listed per task for the task page at most (the decoder already keeps the most
+/// dangerous first when a response is cut).
+pub const MAX_DETAILS: usize = 1_000;
+
+/// A file name shown on the task page: longer than a label value, still bounded.
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// Detections and rules listed per file on the task page.
+const MAX_FILE_VALUES: usize = 16;
+
+fn detail(file: &Download, key: u64, max: usize) -> FileDetail {
+    let values = |list: &[String]| -> Box<[Box<str>]> {
+        list.iter()
+            .take(MAX_FILE_VALUES)
+            .map(|v| labels::clean(v, max).into_boxed_str())
+            .collect()
+    };
+    FileDetail {
+        key,
+        zone: file.zone,
+        sha256: labels::clean(&file.sha256, 128).into(),
+        name: labels::clean(&file.name, MAX_NAME_CHARS).into(),
+        size: file.size,
+        file_type: labels::clean(&file.file_type, max).into(),
+        https: file.is_https,
+        detections: values(&file.detection_names),
+        rules: values(&file.yara_rules),
+        first_seen: 0,
     }
 }
 
@@ -246,10 +303,11 @@ pub(super) fn cap_values(values: HashMap<String, u64>, max: usize) -> Vec<(Strin
 }
 
 /// A file's identity within its task: its SHA-256, or its name and size when the hash is empty.
-/// Keyed per process, so a file name chosen by malware cannot be made to collide with another
-/// file's identity and pass as already counted.
+/// Keyed with a secret (random, and kept in the store so that identities survive a restart), so
+/// a file name chosen by malware cannot be made to collide with another file's identity and
+/// pass as already counted.
 pub(super) fn file_key(file: &Download) -> u64 {
-    let mut h = hasher().build_hasher();
+    let mut h = hasher();
     if file.sha256.is_empty() {
         1u8.hash(&mut h);
         file.name.hash(&mut h);
@@ -262,10 +320,36 @@ pub(super) fn file_key(file: &Download) -> u64 {
 }
 
 fn hash_of(s: &str) -> u64 {
-    hasher().hash_one(s)
+    let mut h = hasher();
+    s.hash(&mut h);
+    h.finish()
 }
 
-fn hasher() -> &'static RandomState {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new)
+/// The identity key; set once, before any poll (by the store that keeps it), else random.
+static KEY: OnceLock<[u64; 2]> = OnceLock::new();
+
+/// Makes `key` the identity key, unless identities were already made with another one.
+/// Returns the key in use.
+pub fn set_identity_key(key: [u64; 2]) -> [u64; 2] {
+    *KEY.get_or_init(|| key)
+}
+
+/// The key in use, made at random now if none was set: the key a new store keeps.
+pub fn identity_key() -> [u64; 2] {
+    *KEY.get_or_init(random_identity_key)
+}
+
+/// A fresh random key, from the standard library's own random seeding.
+pub fn random_identity_key() -> [u64; 2] {
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    [state.hash_one(1u8), state.hash_one(2u8)]
+}
+
+// SipHash-2-4 with a chosen key: the standard library's keyed hasher (deprecated only in favour
+// of external crates, which would add a dependency for twelve lines).
+#[allow(deprecated)]
+fn hasher() -> std::hash::SipHasher {
+    let [k0, k1] = *KEY.get_or_init(random_identity_key);
+    std::hash::SipHasher::new_with_keys(k0, k1)
 }

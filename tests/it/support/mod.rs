@@ -283,6 +283,7 @@ impl Exporter {
             hangups: Hangups::none(),
             connection_limits: Default::default(),
             shutdown_grace: app::DEFAULT_SHUTDOWN_GRACE,
+            storage: None,
         };
         let run = app::run(source, active, listener, options, token.clone());
         let task = tokio::spawn(async move {
@@ -348,8 +349,16 @@ impl Drop for Exporter {
     }
 }
 
-/// The exporter binary, for tests of flags, signals and exit codes.
+/// The exporter binary, for tests of flags, signals and exit codes; its state in memory (tests
+/// run side by side, and the default `data/` would be one directory for all of them).
 pub fn binary() -> Command {
+    let mut command = stateful_binary();
+    command.arg("--storage.path=");
+    command
+}
+
+/// The exporter binary without a `--storage.path`: the caller names one.
+pub fn stateful_binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_krs-exporter"))
 }
 
