@@ -12,15 +12,18 @@ Prints one line per failed check and a summary; exits 1 on any failure.
 - Compose (deploy/docker-compose.yml): every bind-mounted path, secret file and build context
   exists; the exporter's compose configuration watches every task of config/demo-scenario.yml.
 - Kubernetes (with --rendered, the output of `kubectl kustomize deploy/kubernetes`): the expected
-  kinds; the Deployment's probes (/-/healthy, /-/ready) and hardened securityContext; the
+  kinds; the Deployment's probes (/-/healthy, /-/ready) and hardened securityContext; its
+  `--storage.path` on a writable volume mount, since the root filesystem is read-only (an
+  emptyDir with a sizeLimit, or a claim with `strategy: Recreate` and one replica); the
   dashboards ConfigMap labelled grafana_dashboard "1" holding every dashboard; the
   PrometheusRule's spec equal to alerts.yml, and (with promtool) valid as a rule file; the
   ServiceMonitor selecting exactly the krs-exporter Service, which selects the pods.
 - Sharded Kubernetes (with --rendered-sharded, `kubectl kustomize deploy/kubernetes/sharded`):
   the same, for a StatefulSet in place of the Deployment, plus: its headless governing Service;
   `--shard.index=$(POD_NAME)` with POD_NAME from the downward API; `replicas` equal to
-  `--shard.total`; and (with --rendered too) a pod spec identical to the Deployment's but for
-  the shard flags and POD_NAME.
+  `--shard.total`; `--storage.path` on a ReadWriteOnce volumeClaimTemplate, one claim per pod;
+  and (with --rendered too) a pod spec identical to the Deployment's but for the shard flags,
+  POD_NAME and the storage volume (a claim template in place of the Deployment's volume).
 """
 
 import argparse
@@ -115,6 +118,7 @@ def lint_compose(check):
 
 
 SHARD_INDEX_ARG = "--shard.index=$(POD_NAME)"
+STORAGE_PATH_ARG = "--storage.path="
 
 
 def load_rendered(rendered):
@@ -130,8 +134,48 @@ def selects(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def storage_volume(check, kind, workload):
+    """The volume holding the exporter's --storage.path: a writable mount (the root filesystem is
+    read-only), from a volumeClaimTemplate, an emptyDir with a sizeLimit or a claim that only
+    one pod at a time can hold. Returns the volume's name, None when there is none."""
+    spec = workload["spec"]
+    pod = spec["template"]["spec"]
+    exporter = [c for c in pod["containers"] if c["name"] == "krs-exporter"]
+    if not exporter:
+        return None
+    paths = [a[len(STORAGE_PATH_ARG):] for a in exporter[0].get("args", []) if a.startswith(STORAGE_PATH_ARG)]
+    if not check(len(paths) == 1 and paths[0].startswith("/"),
+                 f"{kind}: want one {STORAGE_PATH_ARG}<absolute path> (the state store; empty keeps it in memory only), got {paths}"):
+        return None
+    path = paths[0].rstrip("/") or "/"
+    mounts = [m for m in exporter[0].get("volumeMounts", []) if m.get("mountPath", "").rstrip("/") == path]
+    if not check(len(mounts) == 1, f"{kind}: no volume mounted at --storage.path {path}: the read-only root filesystem would refuse every write"):
+        return None
+    mount = mounts[0]
+    check(not mount.get("readOnly") and not mount.get("subPath"),
+          f"{kind}: the volume at --storage.path {path} is mounted readOnly or with a subPath; mount the whole volume writable")
+    name = mount["name"]
+    claims = {t["metadata"]["name"]: t for t in spec.get("volumeClaimTemplates", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    if name in claims:
+        check(claims[name]["spec"].get("accessModes") == ["ReadWriteOnce"],
+              f"{kind}: volumeClaimTemplate {name} must be ReadWriteOnce (two pods must never share a store)")
+        check(claims[name]["spec"].get("resources", {}).get("requests", {}).get("storage"),
+              f"{kind}: volumeClaimTemplate {name} requests no storage size")
+    elif "emptyDir" in volumes.get(name, {}):
+        check((volumes[name]["emptyDir"] or {}).get("sizeLimit"), f"{kind}: emptyDir {name} of the state store has no sizeLimit")
+    elif "persistentVolumeClaim" in volumes.get(name, {}):
+        check(workload["kind"] == "Deployment" and spec.get("replicas", 1) == 1
+              and spec.get("strategy", {}).get("type") == "Recreate",
+              f"{kind}: a claim for the state store needs one replica and strategy Recreate: two pods must never share the directory")
+    else:
+        check(False, f"{kind}: the state store's volume {name} is none of a volumeClaimTemplate, an emptyDir, a persistentVolumeClaim")
+    return name
+
+
 def lint_workload(check, kind, workload):
-    """Probes and hardening of a Deployment's or StatefulSet's pod, and a Service-able pod label."""
+    """Probes and hardening of a Deployment's or StatefulSet's pod, the state store's volume, and a
+    Service-able pod label."""
     pod = workload["spec"]["template"]["spec"]
     psc = pod.get("securityContext", {})
     check(psc.get("runAsNonRoot") is True, f"{kind}: runAsNonRoot")
@@ -146,6 +190,7 @@ def lint_workload(check, kind, workload):
         check(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/-/ready", f"{kind} container {c['name']}: readiness /-/ready")
     check(selects(workload["spec"]["selector"].get("matchLabels"), workload["spec"]["template"]["metadata"].get("labels", {})),
           f"{kind}: selector does not match the pod template's labels")
+    storage_volume(check, kind, workload)
 
 
 def lint_shared(check, by_kind, promtool, variant):
@@ -204,9 +249,11 @@ def shard_args(container):
     return index, total
 
 
-def without_shard_flags(pod_spec):
-    """A pod spec with the sharding flags and the POD_NAME variable taken out."""
+def without_shard_flags(pod_spec, volumes=()):
+    """A pod spec with the sharding flags, the POD_NAME variable and these volumes taken out."""
     pod = json.loads(json.dumps(pod_spec))
+    if "volumes" in pod:
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] not in volumes]
     for c in pod.get("containers", []):
         c["args"] = [a for a in c.get("args", []) if not a.startswith(("--shard.index=", "--shard.total="))]
         c["env"] = [e for e in c.get("env", []) if e.get("name") != "POD_NAME"]
@@ -233,7 +280,8 @@ def lint_rendered_sharded(check, rendered, promtool, deployment_render):
             check(governing["spec"].get("clusterIP") == "None", f"StatefulSet's Service {governing['metadata']['name']} is not headless (clusterIP: None)")
             check(selects(governing["spec"].get("selector"), spec["template"]["metadata"].get("labels", {})),
                   "StatefulSet's Service does not select its pods")
-        check(not spec.get("volumeClaimTemplates"), "StatefulSet: the exporter keeps no state, it needs no volumeClaimTemplates")
+        claims = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])]
+        check(len(claims) == 1, f"StatefulSet: want one volumeClaimTemplate, the state store, got {claims}")
         containers = spec["template"]["spec"]["containers"]
         exporter = [c for c in containers if c["name"] == "krs-exporter"]
         check(len(exporter) == 1, "StatefulSet: one container named krs-exporter")
@@ -254,9 +302,11 @@ def lint_rendered_sharded(check, rendered, promtool, deployment_render):
         if deployment_render:
             _, base = load_rendered(deployment_render)
             for dep in base.get("Deployment", []):
-                check(without_shard_flags(spec["template"]["spec"]) == without_shard_flags(dep["spec"]["template"]["spec"]),
-                      "StatefulSet's pod spec differs from the Deployment's beyond the shard flags and POD_NAME "
-                      "(same image, config, probes, resources and hardening expected)")
+                # The storage volume is the one allowed difference of the volumes: the StatefulSet's
+                # comes from its claim template, the Deployment's is in its pod spec.
+                check(without_shard_flags(spec["template"]["spec"]) == without_shard_flags(dep["spec"]["template"]["spec"], claims),
+                      "StatefulSet's pod spec differs from the Deployment's beyond the shard flags, POD_NAME and the "
+                      "storage volume's source (same image, config, probes, resources, mounts and hardening expected)")
                 check(spec["template"]["metadata"].get("labels") == dep["spec"]["template"]["metadata"].get("labels"),
                       "StatefulSet's pod labels differ from the Deployment's (the Service, ServiceMonitor and dashboards rely on them)")
     lint_shared(check, by_kind, promtool, "deploy/kubernetes/sharded")

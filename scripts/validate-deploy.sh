@@ -102,13 +102,14 @@ kustomize_render_sharded() {
 }
 
 # Every pod of the sharded StatefulSet, started with its own arguments ($(POD_NAME) expanded to
-# <name>-<ordinal>, the shipped watch list), passes --config.check as shard <ordinal> of
-# --shard.total; a pod one beyond `replicas` is refused (exit 2), so a scaled-up StatefulSet
-# cannot silently poll a shard twice. Needs config_checks' copy of the watch list ($tmp/k8s.yml).
+# <name>-<ordinal>, the shipped watch list, --storage.path moved to a directory of its own under
+# $tmp as the pod's claim would be), passes --config.check as shard <ordinal> of --shard.total;
+# a pod one beyond `replicas` is refused (exit 2), so a scaled-up StatefulSet cannot silently
+# poll a shard twice. Needs config_checks' copy of the watch list ($tmp/k8s.yml).
 sharded_pod_checks() {
-  python3 - "$1" "$tmp/sharded.yaml" "$tmp/k8s.yml" <<'PY'
-import subprocess, sys, yaml
-bin_, rendered, config = sys.argv[1:]
+  python3 - "$1" "$tmp/sharded.yaml" "$tmp/k8s.yml" "$tmp/storage" <<'PY'
+import os, subprocess, sys, yaml
+bin_, rendered, config, storage = sys.argv[1:]
 [sts] = [d for d in yaml.safe_load_all(open(rendered)) if d and d["kind"] == "StatefulSet"]
 [c] = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "krs-exporter"]
 replicas, name = sts["spec"]["replicas"], sts["metadata"]["name"]
@@ -117,10 +118,15 @@ for ordinal in range(replicas + 1):
     pod = f"{name}-{ordinal}"
     args = [a.replace("$(POD_NAME)", pod) for a in c["args"]]
     args = [f"--config.file={config}" if a.startswith("--config.file=") else a for a in args]
+    pod_storage = os.path.join(storage, pod)
+    os.makedirs(pod_storage, exist_ok=True)
+    args = [f"--storage.path={pod_storage}" if a.startswith("--storage.path=") else a for a in args]
     out = subprocess.run([bin_, *args, "--config.check"], capture_output=True, text=True)
     text = (out.stdout + out.stderr).strip()
     want = 0 if ordinal < replicas else 2
-    ok = out.returncode == want and (want or f"(shard {ordinal} of {replicas})" in text)
+    # Exit 2 is also clap's for an unknown flag: a refusal must name the shard range.
+    expect = f"(shard {ordinal} of {replicas})" if want == 0 else "out of range"
+    ok = out.returncode == want and expect in text
     print(f"{'ok' if ok else 'FAIL'} {pod}: exit {out.returncode} (want {want}): {text}")
     failed |= not ok
 sys.exit(1 if failed else 0)
