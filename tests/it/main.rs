@@ -17,5 +17,6 @@ mod lifecycle;
 mod listeners;
 mod openmetrics;
 mod pages;
+mod persistence;
 mod sharding;
 mod tls;

@@ -446,12 +446,23 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(yaml: &str, extra_args: &[&str]) -> Process {
+        Process::spawn_command(binary(), yaml, extra_args)
+    }
+
+    /// Like [`Process::spawn`], keeping its state in `storage` (`--storage.path`).
+    pub fn spawn_stateful(yaml: &str, storage: &Path, extra_args: &[&str]) -> Process {
+        let mut command = stateful_binary();
+        command.arg(format!("--storage.path={}", storage.display()));
+        Process::spawn_command(command, yaml, extra_args)
+    }
+
+    fn spawn_command(mut command: Command, yaml: &str, extra_args: &[&str]) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("krs-exporter.yml");
         std::fs::write(&config_path, yaml).expect("write config");
         let stderr_path = dir.path().join("stderr.log");
         let port = free_port();
-        let child = binary()
+        let child = command
             .arg("--config.file")
             .arg(&config_path)
             .arg("--web.listen-address")
