@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use krs_sandbox_sim::{SimFile, SimTask};
+use krs_sandbox_sim::{Endpoint, SimFile, SimTask};
 
 use crate::support::exposition::Scrape;
 use crate::support::*;
@@ -281,6 +281,55 @@ async fn a_damaged_store_is_moved_aside_and_the_exporter_starts_from_a_new_basel
             stderr.contains("level=error") && stderr.contains("moved aside"),
             "{stderr}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn settled_tasks_stay_settled_across_a_restart_instead_of_being_polled_in_a_burst() {
+    within(async {
+        let ids: Vec<String> = (0..20).map(|n| id(430 + n)).collect();
+        let sandbox = Sandbox::start(
+            ids.iter()
+                .map(|t| {
+                    SimTask::new(t)
+                        .state_at(Duration::ZERO, "completed")
+                        .file(SimFile::new("a.exe", "Red"))
+                })
+                .collect(),
+        )
+        .await;
+        let mut config = ConfigYaml::new(&sandbox.url(), &[]).discover(DiscoveryYaml::default());
+        config.interval = "2s";
+        config.settled_interval = Some("1h");
+        let yaml = config.render();
+        let storage = tempfile::tempdir().unwrap();
+        let first = Exporter::start_stateful(&yaml, storage.path()).await;
+        first
+            .scrape_until("every task polled", |s| s.count("krs_task_up", &[]) == 20)
+            .await;
+        // Polled once completion was known: settled. Two more reads of the list confirm it.
+        let reads = sandbox.sim.requests_to(Endpoint::List);
+        eventually("two more reads of the task list", || async {
+            (sandbox.sim.requests_to(Endpoint::List) >= reads + 2).then_some(())
+        })
+        .await;
+        first.stop().await;
+
+        let before = sandbox.sim.requests_to(Endpoint::Downloads);
+        let second = Exporter::start_stateful(&yaml, storage.path()).await;
+        let scrape = second.scrape().await;
+        assert_eq!(scrape.count("krs_task_up", &[]), 20, "restored before any poll");
+        assert_eq!(scrape.value("krs_storage_restored_tasks", &[]), Some(20.0));
+        let reads = sandbox.sim.requests_to(Endpoint::List);
+        eventually("three reads of the task list after the restart", || async {
+            (sandbox.sim.requests_to(Endpoint::List) >= reads + 3).then_some(())
+        })
+        .await;
+        // Without the store all twenty would be polled within an interval (2 s); settled,
+        // they spread over the settled interval (1 h).
+        let polled = sandbox.sim.requests_to(Endpoint::Downloads) - before;
+        assert!(polled <= 2, "{polled} downloads requests right after the restart");
     })
     .await;
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use krs_exporter::app::{self, ConfigSource, Options};
 use krs_exporter::shard::Shard;
 use krs_exporter::signals::Hangups;
+use krs_exporter::store::StorageDir;
 use krs_sandbox_sim::{self as simulator, Scenario, SimHandle, SimTask};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -265,6 +266,16 @@ impl Exporter {
 
     /// Like [`Exporter::start`], polling only the tasks of `shard`.
     pub async fn start_shard(yaml: &str, shard: Shard) -> Exporter {
+        Exporter::start_with(yaml, shard, None).await
+    }
+
+    /// Like [`Exporter::start`], keeping its state in `storage` (`--storage.path`).
+    pub async fn start_stateful(yaml: &str, storage: &Path) -> Exporter {
+        let dir = StorageDir::acquire(storage.to_path_buf()).expect("the directory is free");
+        Exporter::start_with(yaml, Shard::ALL, Some(dir)).await
+    }
+
+    async fn start_with(yaml: &str, shard: Shard, storage: Option<StorageDir>) -> Exporter {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("krs-exporter.yml");
         std::fs::write(&config_path, yaml).expect("write config");
@@ -283,7 +294,7 @@ impl Exporter {
             hangups: Hangups::none(),
             connection_limits: Default::default(),
             shutdown_grace: app::DEFAULT_SHUTDOWN_GRACE,
-            storage: None,
+            storage,
         };
         let run = app::run(source, active, listener, options, token.clone());
         let task = tokio::spawn(async move {
