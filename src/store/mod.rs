@@ -329,7 +329,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Where observed state goes: a database file through the writer thread, or nowhere.
 pub struct Store {
     shared: Arc<Shared>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: Mutex<Option<WriterThread>>,
+}
+
+/// The writer thread, and the channel that disconnects when it ends (a panic included).
+struct WriterThread {
+    handle: std::thread::JoinHandle<()>,
+    ended: std::sync::mpsc::Receiver<()>,
 }
 
 struct Shared {
@@ -441,16 +447,21 @@ impl Store {
             retry: RETRY_MIN,
             retry_at: Instant::now() + RETRY_MIN,
         };
-        let handle = std::thread::Builder::new()
+        let (ends, ended) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
             .name("krs-store".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                let _ends = ends;
+                writer.run();
+            })
+            .map(|handle| WriterThread { handle, ended })
             .ok();
-        if handle.is_none() {
+        if thread.is_none() {
             error!("could not start the store's writer thread; serving from memory");
         }
         Store {
             shared,
-            writer: Mutex::new(handle),
+            writer: Mutex::new(thread),
         }
     }
 
@@ -535,16 +546,15 @@ impl Store {
     pub fn close(&self, grace: Duration) {
         self.shared.lock_pending().stop = true;
         self.shared.wake.notify_one();
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(handle) = handle {
-            let deadline = Instant::now() + grace;
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            } else {
-                warn!("the store's last commit did not finish within the grace period");
+        let thread = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(WriterThread { handle, ended }) = thread {
+            match ended.recv_timeout(grace) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    warn!("the store's last commit did not finish within the grace period");
+                }
+                _ => {
+                    let _ = handle.join();
+                }
             }
         }
     }

@@ -319,7 +319,11 @@ async fn settled_tasks_stay_settled_across_a_restart_instead_of_being_polled_in_
         let before = sandbox.sim.requests_to(Endpoint::Downloads);
         let second = Exporter::start_stateful(&yaml, storage.path()).await;
         let scrape = second.scrape().await;
-        assert_eq!(scrape.count("krs_task_up", &[]), 20, "restored before any poll");
+        assert_eq!(
+            scrape.count("krs_task_up", &[]),
+            20,
+            "restored before any poll"
+        );
         assert_eq!(scrape.value("krs_storage_restored_tasks", &[]), Some(20.0));
         let reads = sandbox.sim.requests_to(Endpoint::List);
         eventually("three reads of the task list after the restart", || async {
@@ -329,7 +333,10 @@ async fn settled_tasks_stay_settled_across_a_restart_instead_of_being_polled_in_
         // Without the store all twenty would be polled within an interval (2 s); settled,
         // they spread over the settled interval (1 h).
         let polled = sandbox.sim.requests_to(Endpoint::Downloads) - before;
-        assert!(polled <= 2, "{polled} downloads requests right after the restart");
+        assert!(
+            polled <= 2,
+            "{polled} downloads requests right after the restart"
+        );
     })
     .await;
 }
