@@ -346,6 +346,9 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
     status: Mutex<Status>,
+    /// Commits to fail on purpose, as a full disk would (tests only).
+    #[cfg(test)]
+    fail_commits: std::sync::atomic::AtomicUsize,
 }
 
 /// What waits for the next commit. Bounded by the watch list: one save per task, the
@@ -402,6 +405,8 @@ impl Store {
                 pending: Mutex::new(Pending::default()),
                 wake: Condvar::new(),
                 status: Mutex::new(Status::default()),
+                #[cfg(test)]
+                fail_commits: Default::default(),
             }),
             writer: Mutex::new(None),
         }
@@ -432,6 +437,8 @@ impl Store {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             status: Mutex::new(status),
+            #[cfg(test)]
+            fail_commits: Default::default(),
         });
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -559,6 +566,14 @@ impl Store {
         }
     }
 
+    /// Makes the next `n` commits fail as a full disk would.
+    #[cfg(test)]
+    fn fail_next_commits(&self, n: usize) {
+        self.shared
+            .fail_commits
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn durable(&self) -> bool {
         self.shared.kept
             && self
@@ -675,6 +690,9 @@ impl Writer {
             batch.hours = self.current_hours(&events);
         }
         let written = match &self.db {
+            Some(_) if self.injected_failure() => Some(Err(StoreError::Write(
+                "No space left on device (injected)".into(),
+            ))),
             Some(db) => Some(db.write(&batch, self.resync)),
             None => None,
         };
@@ -687,6 +705,20 @@ impl Writer {
         for activity in &taken.activity {
             self.shared.metrics.record_activity(activity);
         }
+    }
+
+    #[cfg(test)]
+    fn injected_failure(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.shared
+            .fail_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    #[cfg(not(test))]
+    fn injected_failure(&self) -> bool {
+        false
     }
 
     fn written(&mut self, now: SystemTime) {

@@ -395,3 +395,45 @@ fn dates_in_moved_aside_names_are_utc_calendar_dates() {
     );
     assert_eq!(httpdate_stamp(SystemTime::UNIX_EPOCH), "19700101T000000Z");
 }
+
+#[test]
+fn a_store_that_stops_taking_writes_serves_from_memory_and_is_written_afresh_once_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(dir.path());
+    let applied = poll(&r.state, vec![]);
+    r.store.commit(applied.save, applied.activity);
+    // The disk fills: the next commit fails, and so does the first re-open's.
+    r.store.fail_next_commits(2);
+    let applied = poll(&r.state, vec![red("aa", &["r1"])]);
+    r.store.commit(applied.save, applied.activity);
+    let until = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + RETRY_MIN * 8;
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until("the failure is counted", &|| {
+        r.metrics.storage.failures() >= 1
+    });
+    // Shown from memory all the same, and said so.
+    assert_eq!(red_total(&r.metrics), 1);
+    assert!(r.store.status().failing.is_some());
+    let events = r.store.journal().recent(&journal::Filter::default(), 10);
+    assert!(events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Storage { ok: false, .. })));
+    // The writer re-opens with backoff and writes the whole state afresh.
+    until("written again", &|| r.store.status().failing.is_none());
+    assert!(r.metrics.storage.failures() >= 2);
+    r.store.close(Duration::from_secs(5));
+    drop(r);
+    let r = run(dir.path());
+    assert_eq!(r.restored, 1);
+    assert_eq!(red_total(&r.metrics), 1, "the counters as shown");
+    let applied = poll(&r.state, vec![red("aa", &["r1"])]);
+    assert!(
+        applied.activity.downloads.is_empty(),
+        "the file stays counted once"
+    );
+}
