@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::config::TaskId;
 use crate::config::{Config, ConfigError};
 use crate::discovery::{Discovery, Fleet};
 use crate::health;
@@ -25,7 +26,7 @@ use crate::scheduler::{self, Active};
 use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
 use crate::signals::Hangups;
-use crate::state::State;
+use crate::state::{Save, State};
 use crate::store::{Counter, Opened, StorageDir, Store};
 use krs_web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
 
@@ -308,8 +309,10 @@ async fn restore(
     // Reading 100k tasks takes a while: off the async workers.
     let mut opened = off_thread(move || Opened::open(lock)).await;
     let restored = std::mem::take(&mut opened.restored);
+    let kept_discovered = restored.discovered.clone();
     fleet.restore(restored.discovered, SystemTime::now());
     let state = Arc::new(State::new(fleet.watch_list()));
+    let kept_ids: Vec<TaskId> = restored.tasks.iter().map(|(id, _)| id.clone()).collect();
     let tasks = state.restore(restored.tasks);
     let mut downloads = Vec::new();
     let mut rules = Vec::new();
@@ -333,11 +336,29 @@ async fn restore(
     let store = Store::start(
         opened,
         &restored.counters,
-        fleet.discovered(),
+        &kept_discovered,
         Arc::clone(&state),
         Arc::clone(metrics),
         journal,
     );
+    // What the store kept of tasks no longer watched (the configuration changed while the
+    // exporter was down, discovered tasks aged out) leaves it now: its size stays bounded by
+    // the watch list.
+    let watched = state.watch_list();
+    let watched: std::collections::HashSet<&TaskId> = watched.tasks.iter().map(|t| &t.id).collect();
+    store.save(
+        kept_ids
+            .into_iter()
+            .filter(|id| !watched.contains(id))
+            .map(|task| Save {
+                task,
+                seq: 0,
+                record: None,
+            }),
+    );
+    if fleet.discovered().len() != kept_discovered.len() {
+        store.discovered(fleet.discovered().to_vec());
+    }
     (state, Arc::new(store))
 }
 

@@ -340,3 +340,36 @@ async fn settled_tasks_stay_settled_across_a_restart_instead_of_being_polled_in_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_task_dropped_from_the_configuration_while_down_leaves_the_store() {
+    within(async {
+        let (kept, dropped) = (id(450), id(451));
+        let sandbox = Sandbox::start(vec![SimTask::new(&kept), SimTask::new(&dropped)]).await;
+        let both = ConfigYaml::new(&sandbox.url(), &[&kept, &dropped]).render();
+        let one = ConfigYaml::new(&sandbox.url(), &[&kept]).render();
+        let storage = tempfile::tempdir().unwrap();
+        let restored = |s: &Scrape| s.value_or_zero("krs_storage_restored_tasks", &[]);
+        let first = Exporter::start_stateful(&both, storage.path()).await;
+        first
+            .scrape_until("both polled", |s| s.count("krs_task_up", &[]) == 2)
+            .await;
+        first.stop().await;
+        let second = Exporter::start_stateful(&one, storage.path()).await;
+        assert_eq!(restored(&second.scrape().await), 1.0);
+        second.stop().await;
+        let third = Exporter::start_stateful(&both, storage.path()).await;
+        let scrape = third.scrape().await;
+        assert_eq!(
+            restored(&scrape),
+            1.0,
+            "the dropped task's record was removed"
+        );
+        assert_eq!(
+            scrape.count("krs_task_up", &[]),
+            1,
+            "only the kept task is restored"
+        );
+    })
+    .await;
+}
