@@ -408,6 +408,7 @@ impl Reloader {
             Err(e) => {
                 self.metrics.record_reload(false);
                 let problems = e.to_string();
+                self.metrics.record_reload_problems(&problems);
                 self.store.event(
                     None,
                     EventKind::Reloaded {
