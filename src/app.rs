@@ -54,7 +54,7 @@ pub enum LoadError {
 #[derive(Debug)]
 pub struct Options {
     pub telemetry_path: String,
-    /// A line shown on the landing page (demo mode says so).
+    /// A line shown atop every console page (demo mode says so).
     pub banner: Option<String>,
     /// Which part of the watch list this replica polls.
     pub shard: Shard,

@@ -1,10 +1,10 @@
 //! The task table's query: which tasks (zone, state, text), in which order, which page. The
 //! overview and `/api/v1/tasks` read the same parameters and share [`select`].
 //!
-//! Bounded at any fleet size: one pass filters the view into a vector of indices, one
-//! O(n log n) sort orders them (only when a sort is asked for or the default danger order
-//! applies), and only the page's rows are rendered. At 100k tasks that is a few milliseconds
-//! (`BENCHMARKS.md`, console section).
+//! Bounded at any fleet size: one pass filters the view into a vector of indices, a partial
+//! select (O(n)) brings the rows up to the window's end to the front, only those are sorted
+//! (O(k log k)), and only the window's rows are rendered. The numbers at 100k tasks are in
+//! `BENCHMARKS.md` (section "Console").
 
 use crate::sandbox::decode::lifecycle::TaskState;
 use crate::state::{TaskRow, View};
@@ -260,41 +260,63 @@ impl TaskQuery {
 
 /// Filters, sorts and windows the view's tasks.
 pub fn select(view: &View, query: &TaskQuery) -> Selection {
-    let rows: Vec<(&crate::config::TaskSpec, &TaskRow)> = view.tasks().collect();
-    let mut matching: Vec<usize> = rows
-        .iter()
+    // Each match's sort key is read once, beside the filter: at 100k tasks the sort then
+    // compares a contiguous vector instead of chasing every task's snapshot again.
+    let mut matching: Vec<(Key<'_>, usize)> = view
+        .tasks()
         .enumerate()
         .filter(|(_, (spec, row))| query.matches(&spec.name, spec.id.as_str(), row, &spec.labels))
-        .map(|(i, _)| i)
+        .map(|(i, (spec, row))| (Key::of(query.sort, spec, row), i))
         .collect();
     let total = matching.len();
-    let order = |a: &usize, b: &usize| {
-        let (sa, ra) = rows[*a];
-        let (sb, rb) = rows[*b];
-        let primary = match query.sort {
-            Sort::Danger => danger(ra).cmp(&danger(rb)),
-            Sort::Name => label(sa).cmp(label(sb)),
-            Sort::State => state_key(ra).cmp(state_key(rb)),
-            Sort::Verdict => verdict(ra).cmp(verdict(rb)),
-            Sort::Files => files(ra).cmp(&files(rb)),
-            Sort::LastPoll => ra.last_poll.cmp(&rb.last_poll),
-            Sort::Error => ra.last_error.as_deref().cmp(&rb.last_error.as_deref()),
-        };
+    let order = |a: &(Key<'_>, usize), b: &(Key<'_>, usize)| {
         let primary = if query.desc {
-            primary.reverse()
+            b.0.cmp(&a.0)
         } else {
-            primary
+            a.0.cmp(&b.0)
         };
         // Ties in watch-list order, so pages are stable between refreshes.
-        primary.then(a.cmp(b))
+        primary.then(a.1.cmp(&b.1))
     };
+    // Only the rows up to the window's end need their order: a partial select brings them
+    // to the front in O(n), then only those are sorted.
+    let end = query.offset.saturating_add(query.limit).min(total);
+    if end < total {
+        matching.select_nth_unstable_by(end, order);
+        matching.truncate(end);
+    }
     matching.sort_unstable_by(order);
     let rows = matching
         .into_iter()
         .skip(query.offset)
-        .take(query.limit)
+        .map(|(_, i)| i)
         .collect();
     Selection { total, rows }
+}
+
+/// What one task sorts by under one [`Sort`]; a query's keys are all of one variant.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Key<'a> {
+    /// Zone counts, most dangerous first, compared lexicographically.
+    Zones([u64; 6]),
+    Text(&'a str),
+    Count(u64),
+    Time(Option<std::time::SystemTime>),
+}
+
+impl<'a> Key<'a> {
+    fn of(sort: Sort, spec: &'a crate::config::TaskSpec, row: &'a TaskRow) -> Key<'a> {
+        let zones = || row.snapshot.as_ref().map(|s| s.zones).unwrap_or_default();
+        match sort {
+            Sort::Danger => Key::Zones(zones()),
+            Sort::Name => Key::Text(label(spec)),
+            Sort::State => Key::Text(row.life.as_ref().map_or("", |l| l.state.as_str())),
+            Sort::Verdict => Key::Text(row.life.as_ref().map_or("", |l| &*l.verdict)),
+            Sort::Files => Key::Count(zones().iter().sum()),
+            Sort::LastPoll => Key::Time(row.last_poll),
+            Sort::Error => Key::Text(row.last_error.as_deref().unwrap_or("")),
+        }
+    }
 }
 
 /// The name shown for a task: its name, else its id.
@@ -304,23 +326,6 @@ pub fn label(spec: &crate::config::TaskSpec) -> &str {
     } else {
         &spec.name
     }
-}
-
-/// Zone counts most dangerous first, compared lexicographically.
-fn danger(row: &TaskRow) -> [u64; 6] {
-    row.snapshot.as_ref().map(|s| s.zones).unwrap_or_default()
-}
-
-fn files(row: &TaskRow) -> u64 {
-    danger(row).iter().sum()
-}
-
-fn state_key(row: &TaskRow) -> &'static str {
-    row.life.as_ref().map(|l| l.state.as_str()).unwrap_or("")
-}
-
-fn verdict(row: &TaskRow) -> &str {
-    row.life.as_ref().map(|l| &*l.verdict).unwrap_or("")
 }
 
 /// Whether `haystack` contains `needle` (already lowercase), ignoring case; allocation-free for
