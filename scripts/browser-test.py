@@ -16,7 +16,9 @@ set). Then, in Debian's headless Chromium over WebDriver (selenium), checks:
    detections and rule names, the link to the sandbox's UI; an unknown id is a 404 page;
 4. the events page lists the new files and filters by zone;
 5. an automatic refresh (awaited through body[data-refreshed]) keeps the filter inputs;
-6. no page scrolls sideways at 1280 or 390 px;
+6. a reload that fails (config rewritten, POST /-/reload) shows on the overview with its
+   problems and in the feed; `prefers-color-scheme: dark` gives the dark variant;
+7. no page scrolls sideways at 1280 or 390 px;
 and writes screenshots of the three pages at both widths to $KRS_SCREENSHOTS (default:
 <cargo target dir>/screenshots). Prints PASS/FAIL per check and `N passed, M failed`; exits 1 on
 any failure. Waits on conditions with deadlines, never on bare sleeps.
@@ -219,7 +221,7 @@ def text_of(driver):
     return driver.execute_script("return document.body.textContent")
 
 
-def run(report, driver, base, shots):
+def run(report, driver, base, shots, config):
     wait = WebDriverWait(driver, 15)
     driver.get(base + "/")
     red_count = driver.find_element(By.ID, "red-count").text
@@ -328,6 +330,34 @@ def run(report, driver, base, shots):
     report.check("events: the zone filter keeps only the Red file",
                  len(items) == 1 and "Red" in items[0].text, str([i.text for i in items]))
 
+    # A reload that fails is shown, with its problems, on the overview and in the feed.
+    with open(config, "a") as f:
+        f.write("metrics:\n  max_label_length: lots\n")
+    reload = urllib.request.Request(f"{base}/-/reload", method="POST")
+    try:
+        urllib.request.urlopen(reload, timeout=10)
+        answered = 200
+    except urllib.error.HTTPError as e:
+        answered = e.code
+    driver.get(base + "/")
+    shown = driver.find_element(By.ID, "st-reload").text
+    report.check("reload: a failed reload shows on the overview with its problems",
+                 answered == 500 and "failed" in shown and "metrics.max_label_length" in shown,
+                 f"{answered}: {shown}")
+    driver.get(base + "/events")
+    report.check("reload: the failed reload is in the feed",
+                 "Reload failed" in text_of(driver))
+
+    # The dark variant follows the system's preference.
+    driver.get(base + "/")
+    light = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    dark = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    report.check("overview: prefers-color-scheme dark gives the dark variant",
+                 light != dark and dark == "rgb(13, 17, 23)", f"{light} / {dark}")
+
     # Widths: no sideways scrolling, and the screenshots.
     os.makedirs(shots, exist_ok=True)
     urls = {"overview": "/", "task": f"/tasks/{RED['id']}", "events": "/events"}
@@ -373,7 +403,7 @@ def main():
                                         for n in ("sim.log", "exporter.log"))):
                 return report
             driver = browser()
-            run(report, driver, f"http://127.0.0.1:{exp_port}", shots)
+            run(report, driver, f"http://127.0.0.1:{exp_port}", shots, config)
         finally:
             if driver is not None:
                 driver.quit()
