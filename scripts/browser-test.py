@@ -19,7 +19,7 @@ set). Then, in Debian's headless Chromium over WebDriver (selenium), checks:
 6. a reload that fails (config rewritten, POST /-/reload) shows on the overview with its
    problems and in the feed; `prefers-color-scheme: dark` gives the dark variant;
 7. no page scrolls sideways at 1280 or 390 px;
-and writes screenshots of the three pages at both widths to $KRS_SCREENSHOTS (default:
+and writes full-page screenshots of the three pages at both widths to $KRS_SCREENSHOTS (default:
 <cargo target dir>/screenshots). Prints PASS/FAIL per check and `N passed, M failed`; exits 1 on
 any failure. Waits on conditions with deadlines, never on bare sleeps.
 Needs: chromium, chromium-driver (apt) and selenium 4 (pip).
@@ -368,7 +368,11 @@ def run(report, driver, base, shots, config):
             scroll, inner = overflow(driver)
             report.check(f"{name} at {width} px: no horizontal overflow", scroll <= inner,
                          f"scrollWidth {scroll} > innerWidth {inner}")
+            # The whole page, not only the first screen: the viewport grows to the document.
+            full = min(driver.execute_script("return document.documentElement.scrollHeight"), 8000)
+            set_width(driver, width, max(full, height))
             driver.save_screenshot(os.path.join(shots, f"{name}-{width}.png"))
+            set_width(driver, width, height)
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
