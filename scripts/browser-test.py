@@ -19,6 +19,7 @@ set). Then, in Debian's headless Chromium over WebDriver (selenium), checks:
 6. a reload that fails (config rewritten, POST /-/reload) shows on the overview with its
    problems and in the feed; `prefers-color-scheme: dark` gives the dark variant;
 7. no page scrolls sideways at 1280 or 390 px;
+8. the feed survives a restart of the exporter (same `--storage.path`);
 and writes full-page screenshots of the three pages at both widths to $KRS_SCREENSHOTS (default:
 <cargo target dir>/screenshots). Prints PASS/FAIL per check and `N passed, M failed`; exits 1 on
 any failure. Waits on conditions with deadlines, never on bare sleeps.
@@ -388,14 +389,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         sim_port, exp_port = free_port(), free_port()
         scenario, config = write_setup(tmp, sim_port)
+        with open(config) as f:
+            good_config = f.read()
         store = os.path.join(tmp, "browser-store")
         with open(os.path.join(tmp, "sim.log"), "w") as log:
             sim = start([os.path.join(bin_dir, "krs-sandbox-sim"), "--scenario", scenario,
                          "--listen", f"127.0.0.1:{sim_port}"], log)
-        with open(os.path.join(tmp, "exporter.log"), "w") as log:
-            exporter = start([os.path.join(bin_dir, "krs-exporter"), "--config.file", config,
+        def start_exporter(log_name):
+            with open(os.path.join(tmp, log_name), "w") as log:
+                return start([os.path.join(bin_dir, "krs-exporter"), "--config.file", config,
                               f"--storage.path={store}",
                               "--web.listen-address", f"127.0.0.1:{exp_port}"], log)
+        exporter = start_exporter("exporter.log")
         driver = None
         try:
             # Ready, and every delayed file counted (the Red one among them).
@@ -407,7 +412,19 @@ def main():
                                         for n in ("sim.log", "exporter.log"))):
                 return report
             driver = browser()
-            run(report, driver, f"http://127.0.0.1:{exp_port}", shots, config)
+            base = f"http://127.0.0.1:{exp_port}"
+            run(report, driver, base, shots, config)
+            # The feed lives in the store: a restart (same --storage.path) keeps it.
+            stop(exporter)
+            with open(config, "w") as f:
+                f.write(good_config)
+            exporter = start_exporter("exporter-restarted.log")
+            back = wait_for(lambda: get_json(exp_port, "/api/v1/events?limit=1000")["events"], 30)
+            driver.get(base + "/events")
+            kinds = [li.get_attribute("data-kind")
+                     for li in driver.find_elements(By.CSS_SELECTOR, "#events li")]
+            report.check("restart: the feed survives a restart of the exporter",
+                         bool(back) and kinds.count("new_file") >= 3, str(kinds))
         finally:
             if driver is not None:
                 driver.quit()

@@ -144,6 +144,31 @@ pub struct Selection {
     pub rows: Vec<usize>,
 }
 
+/// What one task sorts by under one [`Sort`]; a query's keys are all of one variant.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Key<'a> {
+    /// Zone counts, most dangerous first, compared lexicographically.
+    Zones([u64; 6]),
+    Text(&'a str),
+    Count(u64),
+    Time(Option<std::time::SystemTime>),
+}
+
+impl<'a> Key<'a> {
+    fn of(sort: Sort, spec: &'a crate::config::TaskSpec, row: &'a TaskRow) -> Key<'a> {
+        let zones = || row.snapshot.as_ref().map(|s| s.zones).unwrap_or_default();
+        match sort {
+            Sort::Danger => Key::Zones(zones()),
+            Sort::Name => Key::Text(label(spec)),
+            Sort::State => Key::Text(row.life.as_ref().map_or("", |l| l.state.as_str())),
+            Sort::Verdict => Key::Text(row.life.as_ref().map_or("", |l| &*l.verdict)),
+            Sort::Files => Key::Count(zones().iter().sum()),
+            Sort::LastPoll => Key::Time(row.last_poll),
+            Sort::Error => Key::Text(row.last_error.as_deref().unwrap_or("")),
+        }
+    }
+}
+
 impl TaskQuery {
     /// Reads the overview's parameters (`zone`, `state`, `q`, `sort`, `dir`, `page`). Unknown
     /// or malformed values are ignored: a hand-edited URL still shows a page.
@@ -292,31 +317,6 @@ pub fn select(view: &View, query: &TaskQuery) -> Selection {
         .map(|(_, i)| i)
         .collect();
     Selection { total, rows }
-}
-
-/// What one task sorts by under one [`Sort`]; a query's keys are all of one variant.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum Key<'a> {
-    /// Zone counts, most dangerous first, compared lexicographically.
-    Zones([u64; 6]),
-    Text(&'a str),
-    Count(u64),
-    Time(Option<std::time::SystemTime>),
-}
-
-impl<'a> Key<'a> {
-    fn of(sort: Sort, spec: &'a crate::config::TaskSpec, row: &'a TaskRow) -> Key<'a> {
-        let zones = || row.snapshot.as_ref().map(|s| s.zones).unwrap_or_default();
-        match sort {
-            Sort::Danger => Key::Zones(zones()),
-            Sort::Name => Key::Text(label(spec)),
-            Sort::State => Key::Text(row.life.as_ref().map_or("", |l| l.state.as_str())),
-            Sort::Verdict => Key::Text(row.life.as_ref().map_or("", |l| &*l.verdict)),
-            Sort::Files => Key::Count(zones().iter().sum()),
-            Sort::LastPoll => Key::Time(row.last_poll),
-            Sort::Error => Key::Text(row.last_error.as_deref().unwrap_or("")),
-        }
-    }
 }
 
 /// The name shown for a task: its name, else its id.
