@@ -3,7 +3,8 @@
 # what the tests drive for real (Prometheus and promtool, Alertmanager), then runs:
 #   formatting and lint checks, unit and integration tests, validation of every deployment
 #   file, and the end-to-end test against the real Prometheus and Alertmanager, and the
-#   OpenMetrics answer through the reference parser (pip: prometheus-client).
+#   OpenMetrics answer through the reference parser (pip: prometheus-client), and the triage
+#   console in headless Chromium over WebDriver (apt: chromium, chromium-driver; pip: selenium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,7 @@ apt_install() {
 
 step() { printf '\n==> %s\n' "$*"; }
 
-apt_install prometheus prometheus-alertmanager python3 wrk curl
+apt_install prometheus prometheus-alertmanager python3 wrk curl chromium chromium-driver
 
 # Where cargo puts binaries: CARGO_TARGET_DIR, a config file or the default, as cargo resolves it.
 target_dir=$(cargo metadata --format-version 1 --no-deps \
@@ -50,6 +51,12 @@ step "OpenMetrics: the reference parser reads the demo's scrapes and a hostile s
 python3 -c 'import prometheus_client' 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check prometheus-client
 python3 scripts/check-openmetrics.py --bin-dir "$bin_dir"
+
+step "the triage console in a real browser (headless Chromium): what an analyst sees, at 1280 and 390 px"
+python3 -c 'import selenium' 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check 'selenium>=4,<5'
+KRS_SCREENSHOTS="${KRS_SCREENSHOTS:-$target_dir/screenshots}" \
+    python3 scripts/browser-test.py --bin-dir "$bin_dir"
 
 step "end to end, sharded: three shards and a spare replica equal one unsharded exporter"
 python3 scripts/e2e-sharded.py --bin-dir "$bin_dir"

@@ -55,7 +55,7 @@ pub enum LoadError {
 #[derive(Debug)]
 pub struct Options {
     pub telemetry_path: String,
-    /// A line shown on the landing page (demo mode says so).
+    /// A line shown atop every console page (demo mode says so).
     pub banner: Option<String>,
     /// Which part of the watch list this replica polls.
     pub shard: Shard,
@@ -191,6 +191,8 @@ pub async fn run(
         "configuration loaded"
     );
 
+    let (ui_task_url_tx, ui_task_url_rx) =
+        watch::channel(active.config.sandbox.ui_task_url.clone());
     let (active_tx, active_rx) = watch::channel(Arc::new(active));
     let grace = options.shutdown_grace;
     // The discovery and health loops pass the polls' pause gate, published by the scheduler.
@@ -230,6 +232,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         store: Arc::clone(&store),
         active: active_tx,
+        ui_task_url: ui_task_url_tx,
         fleet,
         watch_list: watch_list_tx,
     };
@@ -252,6 +255,7 @@ pub async fn run(
         basic_auth,
         headers,
         store: Arc::clone(&store),
+        ui_task_url: ui_task_url_rx,
         ..Routes::new(state, metrics, reload_tx)
     });
     let serving = server::serve(
@@ -370,6 +374,8 @@ struct Reloader {
     metrics: Arc<Metrics>,
     store: Arc<Store>,
     active: watch::Sender<Arc<Active>>,
+    /// `sandbox.ui_task_url` for the console, which reads no other part of the config.
+    ui_task_url: watch::Sender<Option<crate::config::UiTaskUrl>>,
     /// The configured and discovered tasks, merged into the state's watch list.
     fleet: Arc<Mutex<Fleet>>,
     watch_list: watch::Sender<u64>,
@@ -415,6 +421,8 @@ impl Reloader {
                     Discovery::publish(&fleet, &self.state, &self.store, &self.watch_list);
                 }
                 self.metrics.record_reload(true);
+                self.ui_task_url
+                    .send_replace(active.config.sandbox.ui_task_url.clone());
                 self.active.send_replace(Arc::new(active));
                 info!(trigger, summary = %summary, "configuration reloaded");
                 self.store.event(
@@ -429,6 +437,7 @@ impl Reloader {
             Err(e) => {
                 self.metrics.record_reload(false);
                 let problems = e.to_string();
+                self.metrics.record_reload_problems(&problems);
                 self.store.event(
                     None,
                     EventKind::Reloaded {

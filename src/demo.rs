@@ -84,6 +84,7 @@ pub fn config_for(scenario: &Scenario, base_url: &str) -> Result<Config, DemoErr
             timeout: Duration::from_secs(3),
             max_response_bytes: 16 * 1024 * 1024,
             max_records: 10_000,
+            ui_task_url: None,
         },
         polling: PollingConfig {
             interval: DEMO_INTERVAL,

@@ -17,7 +17,7 @@
 //!   │          │ (lifecycle paces, retry, gate, budget)                    │          ▲      ├─► server
 //!   │          ├──── records attempts, polls, pauses, panics ──────────────┼──────────┤      │
 //!   │          └─► health (same gate) ── records the sandbox's health ─────┼──────────┘      │
-//!   │                                                                      └─► landing ──────┘
+//!   │                                                                      └─► console ──────┘
 //!   └── app (reload, shutdown) ◄── SIGHUP / POST /-/reload
 //! ```
 //!
@@ -47,7 +47,7 @@
 //! | [`sandbox`] | one HTTP attempt, the API's URL layout, response decoding, error classification |
 //! | [`state`] | per-task records and the typed poll outcome, baselines for the fleet counters |
 //! | [`metrics`] | the registry and its recording methods, the per-task families and their render cache, the exposition in text 0.0.4 or OpenMetrics 1.0 (with the fleet counters' exemplars) |
-//! | [`server`] | HTTP routes and the landing page |
+//! | [`server`] | HTTP routes, and the triage console (pages and JSON API) in `server::console` |
 //! | [`signals`] | SIGTERM/SIGINT and SIGHUP, registered before anything else |
 //! | [`shard`] | which tasks this replica polls when the fleet is sharded |
 //! | [`labels`] | hygiene for strings that come from the sandbox |

@@ -86,6 +86,43 @@ pub struct SandboxConfig {
     /// Records decoded per response at most; 1 to a million. Beyond it the least dangerous
     /// zones are cut first, and the cut is counted.
     pub max_records: usize,
+    /// The task's page in the sandbox's web interface (`sandbox.ui_task_url`), linked from the
+    /// console; http or https, holding `{task_id}`.
+    pub ui_task_url: Option<UiTaskUrl>,
+}
+
+/// `sandbox.ui_task_url`: a URL template whose `{task_id}` is replaced by the task's GUID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UiTaskUrl(String);
+
+impl UiTaskUrl {
+    /// The placeholder the template must hold.
+    pub const PLACEHOLDER: &'static str = "{task_id}";
+
+    /// Checks `template`: an absolute http or https URL holding [`UiTaskUrl::PLACEHOLDER`].
+    pub fn parse(template: &str) -> Result<UiTaskUrl, String> {
+        if !template.contains(Self::PLACEHOLDER) {
+            return Err(format!("must contain {}", Self::PLACEHOLDER));
+        }
+        let sample = template.replace(Self::PLACEHOLDER, "task");
+        match url::Url::parse(&sample) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                Ok(UiTaskUrl(template.to_owned()))
+            }
+            Ok(url) => Err(format!(
+                "the scheme must be http or https with a host, not {}",
+                url.scheme()
+            )),
+            Err(e) => Err(format!("not a valid absolute URL: {e}")),
+        }
+    }
+
+    /// The link for one task; the id is percent-encoded (a GUID needs none).
+    pub fn for_task(&self, id: &TaskId) -> String {
+        let encoded: String =
+            url::form_urlencoded::byte_serialize(id.as_str().as_bytes()).collect();
+        self.0.replace(Self::PLACEHOLDER, &encoded)
+    }
 }
 
 /// When and how hard the sandbox is polled.

@@ -62,6 +62,7 @@ pub(super) struct RawSandbox {
     pub timeout: Field<String>,
     pub max_response_bytes: Field<u64>,
     pub max_records: Field<u64>,
+    pub ui_task_url: Field<String>,
 }
 
 #[derive(Debug)]
@@ -137,6 +138,7 @@ pub(super) fn read(root: &Value, env: Env<'_>, problems: &mut Problems) -> RawCo
                 timeout: r.duration(&s, "timeout"),
                 max_response_bytes: r.unsigned(&s, "max_response_bytes"),
                 max_records: r.unsigned(&s, "max_records"),
+                ui_task_url: r.string(&s, "ui_task_url", Reveal::Yes),
             })
         };
         r.close(s);
@@ -434,7 +436,7 @@ mod tests {
              polling, discovery, tasks, metrics",
             "sandbox.passwrd: unknown key `passwrd` (did you mean `password`?); expected one of \
              url, username, password, password_file, ca_file, insecure_skip_verify, timeout, \
-             max_response_bytes, max_records",
+             max_response_bytes, max_records, ui_task_url",
             "polling.retry.multiplyer: unknown key `multiplyer` (did you mean `multiplier`?); \
              expected one of initial_interval, max_interval, multiplier, randomization_factor, \
              max_elapsed_time",

@@ -440,3 +440,34 @@ fn every_configuration_example_of_the_readme_and_the_reference_loads() {
         assert!(config.sandbox.timeout < config.polling.active_interval);
     }
 }
+
+#[test]
+fn the_sandbox_ui_task_url_links_each_task_and_a_template_without_the_placeholder_is_refused() {
+    let config = ok(&with_sandbox(
+        "  password: x\n  ui_task_url: https://sandbox.example.com/tasks/{task_id}?tab=files\n",
+    ));
+    let template = config.sandbox.ui_task_url.expect("set");
+    let id = TaskId::parse(ID_A).expect("valid id");
+    assert_eq!(
+        template.for_task(&id),
+        format!("https://sandbox.example.com/tasks/{ID_A}?tab=files")
+    );
+    assert_eq!(ok(MINIMAL).sandbox.ui_task_url, None);
+    for (value, why) in [
+        (
+            "https://sandbox.example.com/tasks/",
+            "must contain {task_id}",
+        ),
+        (
+            "ftp://sandbox.example.com/{task_id}",
+            "the scheme must be http or https",
+        ),
+        ("/tasks/{task_id}", "not a valid absolute URL"),
+    ] {
+        let line = one_problem(&with_sandbox(&format!(
+            "  password: x\n  ui_task_url: \"{value}\"\n"
+        )));
+        assert!(line.starts_with("sandbox.ui_task_url: "), "{line}");
+        assert!(line.contains(why), "{line}");
+    }
+}

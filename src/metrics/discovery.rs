@@ -3,6 +3,7 @@
 //! them is present while discovery is off; the last-success time appears with the first
 //! complete read of the task list.
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
@@ -19,6 +20,18 @@ pub struct DiscoveryMetrics {
     truncated: IntGaugeVec,
     last_success: GaugeVec,
     interval: GaugeVec,
+    /// The same values for the console, which reads them back.
+    status: Mutex<DiscoveryStatus>,
+}
+
+/// Discovery as the console shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DiscoveryStatus {
+    /// The interval while discovery is on; `None` while it is off.
+    pub interval: Option<Duration>,
+    pub tasks: usize,
+    pub truncated: usize,
+    pub last_success: Option<SystemTime>,
 }
 
 impl DiscoveryMetrics {
@@ -45,11 +58,19 @@ impl DiscoveryMetrics {
                 "krs_discovery_interval_seconds",
                 "The configured discovery interval, for alert thresholds.",
             ),
+            status: Mutex::new(DiscoveryStatus::default()),
         }
     }
 
     /// Discovery on (with its interval) or off (every series removed).
     pub fn set_enabled(&self, interval: Option<Duration>) {
+        {
+            let mut status = self.lock();
+            status.interval = interval;
+            if interval.is_none() {
+                *status = DiscoveryStatus::default();
+            }
+        }
         match interval {
             Some(interval) => {
                 self.interval
@@ -76,6 +97,9 @@ impl DiscoveryMetrics {
         self.last_success
             .with_label_values(NONE)
             .set(unix_seconds(now));
+        let mut status = self.lock();
+        status.truncated = truncated;
+        status.last_success = Some(now);
     }
 
     /// The discovered tasks still watched after a failed read (aged ones leave).
@@ -83,5 +107,15 @@ impl DiscoveryMetrics {
         self.tasks
             .with_label_values(NONE)
             .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        self.lock().tasks = tasks;
+    }
+
+    /// The latest values, for the console.
+    pub fn status(&self) -> DiscoveryStatus {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiscoveryStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -31,6 +31,15 @@ const MAX_ERROR_CODES: usize = 32;
 /// (zone or rule) → exemplar.
 pub(super) type Exemplars = HashMap<&'static str, HashMap<String, Exemplar>>;
 
+/// The latest configuration load or reload, as the console shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub at: SystemTime,
+    /// Why a failed reload kept the previous configuration.
+    pub problems: Option<String>,
+}
+
 /// The exporter's own metrics: a registry and typed handles into it.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +59,8 @@ pub struct Metrics {
     repaired_values: IntCounterVec,
     reload_ok: IntGauge,
     reload_ok_time: Gauge,
+    /// The latest load or reload, for the console.
+    last_reload: Mutex<Option<ReloadStatus>>,
     /// `error_code` values seen so far: the body's code is sandbox data, so its cardinality is
     /// capped like any other.
     error_codes: Mutex<HashSet<String>>,
@@ -241,6 +252,7 @@ impl Metrics {
             repaired_values,
             reload_ok,
             reload_ok_time,
+            last_reload: Mutex::new(None),
             error_codes: Mutex::new(HashSet::new()),
             exemplars: Mutex::new(HashMap::new()),
             web,
@@ -392,10 +404,32 @@ impl Metrics {
 
     /// Records the outcome of a configuration load or reload.
     pub fn record_reload(&self, success: bool) {
+        let now = SystemTime::now();
         self.reload_ok.set(i64::from(success));
         if success {
-            self.reload_ok_time.set(unix_seconds(SystemTime::now()));
+            self.reload_ok_time.set(unix_seconds(now));
         }
+        *self.reload_lock() = Some(ReloadStatus {
+            ok: success,
+            at: now,
+            problems: None,
+        });
+    }
+
+    /// Records why the reload just recorded as failed kept the previous configuration.
+    pub fn record_reload_problems(&self, problems: &str) {
+        if let Some(last) = self.reload_lock().as_mut() {
+            last.problems = Some(problems.to_owned());
+        }
+    }
+
+    /// The latest load or reload; `None` before the first.
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.reload_lock().clone()
+    }
+
+    fn reload_lock(&self) -> std::sync::MutexGuard<'_, Option<ReloadStatus>> {
+        self.last_reload.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The registry, for the exposition.

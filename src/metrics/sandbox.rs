@@ -42,6 +42,23 @@ struct Shown {
     checks: BTreeSet<String>,
     /// `[system_version, bases_version]` of the one `krs_sandbox_info` series.
     info: Option<[String; 2]>,
+    /// What the console shows beside the series: `krs_sandbox_up`, `krs_sandbox_healthy` and
+    /// the checks reported false.
+    up: Option<bool>,
+    healthy: Option<bool>,
+    failing: Vec<String>,
+}
+
+/// The appliance as the console shows it: the series above, read back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SandboxStatus {
+    /// `None` while health checks are off or before the first one.
+    pub up: Option<bool>,
+    pub healthy: Option<bool>,
+    /// Checks of the latest answer that report trouble ([`reports_trouble`]), by name.
+    pub failing_checks: Vec<String>,
+    /// `[system_version, bases_version]`, once `GET version` answered.
+    pub version: Option<[String; 2]>,
 }
 
 impl SandboxMetrics {
@@ -120,13 +137,22 @@ impl SandboxMetrics {
             let _ = self.checks.remove_label_values(&[gone]);
         }
         shown.checks = now;
+        shown.up = Some(true);
+        shown.healthy = health.healthy;
+        shown.failing = health
+            .checks
+            .iter()
+            .filter(|(name, value)| reports_trouble(name, *value))
+            .map(|(name, _)| labels::clean(name, MAX_LABEL_CHARS))
+            .collect();
     }
 
     /// Records a `GET health` without a usable answer (an error status, a failure, a body that
     /// does not decode, or none sent because polling is paused): the last answer stays.
     pub fn set_down(&self) {
-        let _shown = self.lock();
+        let mut shown = self.lock();
         self.up.with_label_values(NO_LABELS).set(0);
+        shown.up = Some(false);
     }
 
     /// Records a `GET version` that answered 200 and decoded.
@@ -169,9 +195,27 @@ impl SandboxMetrics {
         *shown = Shown::default();
     }
 
+    /// The appliance's latest account, for the console.
+    pub fn status(&self) -> SandboxStatus {
+        let shown = self.lock();
+        SandboxStatus {
+            up: shown.up,
+            healthy: shown.healthy,
+            failing_checks: shown.failing.clone(),
+            version: shown.info.clone(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shown> {
         self.shown.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a check's value means trouble, as the runbook reads them: a `*_is_dead` or
+/// `*_expired` check when true, any other (`enough_free_disk_space`, …) when false.
+pub fn reports_trouble(name: &str, value: bool) -> bool {
+    let bad_when_true = name.ends_with("_is_dead") || name.ends_with("_expired");
+    value == bad_when_true
 }
 
 #[cfg(test)]
@@ -232,6 +276,29 @@ mod tests {
                 "krs_sandbox_up 1",
             ]
         );
+    }
+
+    #[test]
+    fn the_console_reads_back_the_checks_that_report_trouble_either_way_round() {
+        let (_, m) = metrics();
+        assert_eq!(m.status(), SandboxStatus::default());
+        m.record_health(&health(
+            Some(true),
+            &[
+                ("enough_free_disk_space", false),
+                ("ksn_connected", true),
+                ("sb_is_dead", true),
+                ("kpsn_is_dead", false),
+            ],
+        ));
+        let status = m.status();
+        assert_eq!((status.up, status.healthy), (Some(true), Some(true)));
+        assert_eq!(
+            status.failing_checks,
+            ["enough_free_disk_space", "sb_is_dead"]
+        );
+        m.set_down();
+        assert_eq!(m.status().up, Some(false));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /metrics` (the telemetry path) | the exposition, `text/plain; version=0.0.4`, or OpenMetrics 1.0 when `Accept` prefers it |
-//! | `GET /` | landing page with the per-task status table |
+//! | `GET /`, `/tasks/{id}`, `/events` | the triage console ([`console`]): overview, one task, the activity feed |
+//! | `GET /api/v1/tasks`, `/api/v1/tasks/{id}`, `/api/v1/events` | the console's data as JSON (`docs/console.md`) |
+//! | `GET /static/console.css`, `/static/console.js` | the console's assets, compiled in, cached for an hour |
 //! | `GET /-/healthy` | 200 while the process runs |
 //! | `GET /-/ready` | 200 once every watched task was polled, 503 before |
 //! | `POST /-/reload` | reload the configuration: 200, or 500 with the errors; 405 for other methods |
@@ -31,7 +33,7 @@
 //! routes are tested by calling them (`tests.rs`), as in axum's `examples/testing`.
 
 mod connections;
-mod landing;
+pub mod console;
 mod scrape;
 #[cfg(test)]
 mod tests;
@@ -56,11 +58,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::UiTaskUrl;
 use crate::journal::Journal;
 use crate::metrics::web::Rejection;
 use crate::metrics::Metrics;
@@ -99,7 +102,7 @@ pub struct Routes {
     pub metrics: Arc<Metrics>,
     pub telemetry_path: String,
     pub reload: mpsc::Sender<ReloadRequest>,
-    /// Shown on the landing page (e.g. "demo mode").
+    /// Shown atop every console page (e.g. "demo mode").
     pub banner: Option<String>,
     /// Requests served at once, beyond which the answer is 503; `None` means no cap. Scrapes
     /// of the telemetry path and all other requests have a cap each, so a flood of page views
@@ -109,11 +112,13 @@ pub struct Routes {
     pub basic_auth: Option<Arc<BasicAuth>>,
     /// Added to every response (`http_server_config.headers`), already validated.
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
-    /// One status page renders at a time: a flood of page views queues here (and meets the
+    /// One console page renders at a time: a flood of page views queues here (and meets the
     /// request cap) instead of taking the CPU from polls and scrapes.
     pub page_renders: Semaphore,
     /// The store: its status and the activity feed.
     pub store: Arc<Store>,
+    /// `sandbox.ui_task_url` of the active configuration; a reload sends the new one.
+    pub ui_task_url: watch::Receiver<Option<UiTaskUrl>>,
 }
 
 /// The `--web.max-requests` budgets.
@@ -150,6 +155,7 @@ impl Routes {
             headers: Vec::new(),
             page_renders: Semaphore::new(1),
             store: Arc::new(Store::memory(metrics, Arc::new(Journal::default()))),
+            ui_task_url: watch::channel(None).1,
         }
     }
 
@@ -530,6 +536,8 @@ async fn route<B>(routes: &Routes, req: Request<B>) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
+    let asset = console::ASSETS.iter().find(|(p, _, _)| *p == path);
+    let page = console::Request::parse(path, req.uri().query().unwrap_or(""));
     let response = if path == routes.telemetry_path {
         if readable {
             let accept = req.headers().get_all(header::ACCEPT);
@@ -538,14 +546,25 @@ async fn route<B>(routes: &Routes, req: Request<B>) -> Response<Body> {
         } else {
             not_allowed("GET, HEAD")
         }
+    } else if let Some((_, content_type, body)) = asset {
+        if readable {
+            static_asset(content_type, body)
+        } else {
+            not_allowed("GET, HEAD")
+        }
+    } else if let Some(page) = page {
+        if readable {
+            console_page(routes, page).await
+        } else {
+            not_allowed("GET, HEAD")
+        }
     } else {
         match path {
-            "/" if readable => landing_page(routes).await,
             "/-/healthy" if readable => text(StatusCode::OK, "Healthy\n".into()),
             "/-/ready" if readable => ready(routes),
             "/-/reload" if method == Method::POST || method == Method::PUT => reload(routes).await,
             "/-/reload" => not_allowed("POST, PUT"),
-            "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
+            "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
             _ => text(StatusCode::NOT_FOUND, "Not found\n".into()),
         }
     };
@@ -556,23 +575,65 @@ async fn route<B>(routes: &Routes, req: Request<B>) -> Response<Body> {
     response
 }
 
-/// The status page, rendered off the async workers like `/metrics`: a flood of page views must
-/// not delay the polls.
-async fn landing_page(routes: &Routes) -> Response<Body> {
+/// A console page or API answer, rendered off the async workers like `/metrics`, one at a
+/// time: a flood of page views must not delay the polls.
+async fn console_page(routes: &Routes, request: console::Request) -> Response<Body> {
     let Ok(_slot) = routes.page_renders.acquire().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     };
-    let page = landing::Page::from(routes);
-    match tokio::task::spawn_blocking(move || page.render()).await {
-        Ok(body) => html(body),
+    let page = console::Console {
+        state: Arc::clone(&routes.state),
+        journal: Arc::clone(routes.store.journal()),
+        status: console::Status {
+            pause: routes.metrics.appliance.pause(),
+            sandbox: routes.metrics.sandbox.status(),
+            discovery: routes.metrics.discovery.status(),
+            reload: routes.metrics.last_reload(),
+            storage: routes.store.status(),
+        },
+        banner: routes.banner.clone(),
+        telemetry_path: routes.telemetry_path.clone(),
+        ui_task_url: routes.ui_task_url.borrow().clone(),
+        now: std::time::SystemTime::now(),
+    };
+    match tokio::task::spawn_blocking(move || page.render(&request)).await {
+        Ok(answer) => {
+            let mut r = with_type(answer.status, answer.content_type, answer.body.into());
+            console_headers(&mut r, "no-store");
+            r
+        }
         Err(e) => {
-            warn!(error = %e, "rendering the status page failed");
+            warn!(error = %e, "rendering a console page failed");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "rendering failed\n".into(),
             )
         }
     }
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut r = with_type(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(body.as_bytes()),
+    );
+    console_headers(&mut r, "public, max-age=3600");
+    r
+}
+
+/// The console's strict CSP, no referrer to the sandbox's UI, and how long to cache.
+fn console_headers(r: &mut Response<Body>, cache: &'static str) {
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(console::CSP),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
 }
 
 /// Whether the request accepts a gzip body (`Accept-Encoding: gzip`, not `gzip;q=0`).
@@ -639,16 +700,6 @@ fn not_allowed(allow: &'static str) -> Response<Body> {
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
     with_type(status, "text/plain; charset=utf-8", body.into())
-}
-
-fn html(body: String) -> Response<Body> {
-    let mut r = with_type(StatusCode::OK, "text/html; charset=utf-8", body.into());
-    // The page shows sandbox data: forbid scripts outright, whatever slips through escaping.
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-    );
-    r
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {

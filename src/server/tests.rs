@@ -47,6 +47,19 @@ fn guarded() -> Routes {
     }
 }
 
+/// [`routes`] with one request at a time of each kind.
+fn capped() -> Routes {
+    Routes {
+        max_requests: Some(RequestCaps::new(1)),
+        ..routes()
+    }
+}
+
+/// Takes the one slot of a request budget.
+fn hold(budget: &Arc<tokio::sync::Semaphore>) -> tokio::sync::OwnedSemaphorePermit {
+    Arc::clone(budget).try_acquire_owned().expect("a slot")
+}
+
 fn request(method: Method, path: &str) -> Request<()> {
     Request::builder()
         .method(method)
@@ -162,6 +175,8 @@ async fn an_unknown_path_is_404_and_a_known_one_with_the_wrong_method_is_405_wit
     for (method, path, allow) in [
         (Method::POST, "/metrics", "GET, HEAD"),
         (Method::DELETE, "/", "GET, HEAD"),
+        (Method::POST, "/api/v1/tasks", "GET, HEAD"),
+        (Method::POST, "/static/console.css", "GET, HEAD"),
         (Method::POST, "/-/healthy", "GET, HEAD"),
         (Method::GET, "/-/reload", "POST, PUT"),
     ] {
@@ -189,14 +204,9 @@ async fn head_answers_like_get_without_a_body() {
 
 #[tokio::test]
 async fn requests_beyond_the_cap_get_503_and_scrapes_have_a_cap_of_their_own() {
-    let routes = Routes {
-        max_requests: Some(RequestCaps::new(1)),
-        ..routes()
-    };
+    let routes = capped();
     let caps = routes.max_requests.as_ref().expect("capped");
-    let held = Arc::clone(&caps.others)
-        .try_acquire_owned()
-        .expect("a slot");
+    let held = hold(&caps.others);
     let (status, _, body) = answer(&routes, request(Method::GET, "/-/healthy")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (status, _, _) = answer(&routes, request(Method::GET, "/metrics")).await;
@@ -209,7 +219,14 @@ async fn requests_beyond_the_cap_get_503_and_scrapes_have_a_cap_of_their_own() {
 #[tokio::test]
 async fn basic_auth_guards_every_route_but_the_probes() {
     let routes = guarded();
-    for path in ["/metrics", "/", "/nope"] {
+    for path in [
+        "/metrics",
+        "/",
+        "/nope",
+        "/events",
+        "/api/v1/tasks",
+        "/static/console.js",
+    ] {
         let (status, headers, _) = answer(&routes, request(Method::GET, path)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
         assert!(headers.contains_key(header::WWW_AUTHENTICATE), "{path}");
@@ -242,4 +259,95 @@ async fn basic_auth_guards_every_route_but_the_probes() {
         StatusCode::SERVICE_UNAVAILABLE,
         "answered, not refused"
     );
+}
+
+#[tokio::test]
+async fn every_console_answer_carries_the_strict_csp_and_assets_are_cached() {
+    let routes = routes();
+    for (path, status, content_type) in [
+        ("/", StatusCode::OK, "text/html; charset=utf-8"),
+        (
+            "/?zone=Red&sort=name",
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+        ),
+        ("/events", StatusCode::OK, "text/html; charset=utf-8"),
+        (
+            "/tasks/0d5b4e44-4c0e-4f0b-9a57-3f2d1b9e6c71",
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+        ),
+        (
+            "/tasks/7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            StatusCode::NOT_FOUND,
+            "text/html; charset=utf-8",
+        ),
+        ("/api/v1/tasks", StatusCode::OK, "application/json"),
+        ("/api/v1/events", StatusCode::OK, "application/json"),
+        (
+            "/api/v1/tasks/nope",
+            StatusCode::NOT_FOUND,
+            "application/json",
+        ),
+        (
+            "/static/console.css",
+            StatusCode::OK,
+            "text/css; charset=utf-8",
+        ),
+        (
+            "/static/console.js",
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+        ),
+    ] {
+        let (got, headers, body) = answer(&routes, request(Method::GET, path)).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(headers[header::CONTENT_TYPE], content_type, "{path}");
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            super::console::CSP,
+            "{path}"
+        );
+        let cache = &headers[header::CACHE_CONTROL];
+        if path.starts_with("/static/") {
+            assert_eq!(cache, "public, max-age=3600", "{path}");
+        } else {
+            assert_eq!(cache, "no-store", "{path}");
+        }
+    }
+    let csp = super::console::CSP;
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+}
+
+#[tokio::test]
+async fn a_page_view_cannot_take_a_scrape_slot() {
+    let routes = capped();
+    let caps = routes.max_requests.as_ref().expect("capped");
+    // Every slot for pages is taken: page views are refused, scrapes still answer.
+    let held = hold(&caps.others);
+    for path in ["/", "/events", "/api/v1/tasks", "/static/console.css"] {
+        let (status, _, _) = answer(&routes, request(Method::GET, path)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(
+            caps.scrapes.available_permits(),
+            1,
+            "{path} took the scrape slot"
+        );
+    }
+    let (status, _, _) = answer(&routes, request(Method::GET, "/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(held);
+    // The scrape slot taken (once the scrape above has let go of it): pages still answer
+    // from their own budget.
+    let scrape = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        Arc::clone(&caps.scrapes).acquire_owned(),
+    )
+    .await
+    .expect("the scrape above ends")
+    .expect("a slot");
+    let (status, _, _) = answer(&routes, request(Method::GET, "/")).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(scrape);
 }

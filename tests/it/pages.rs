@@ -1,4 +1,4 @@
-//! What `/metrics` and `/` show when the sandbox sends hostile strings.
+//! What `/metrics` and the console show when the sandbox sends hostile strings.
 
 use krs_sandbox_sim::{SimFile, SimTask};
 
@@ -48,7 +48,7 @@ async fn a_hostile_file_name_cannot_forge_a_metric_line_or_markup() {
 
         promtool_check_metrics(&s.text).expect("promtool accepts the exposition");
 
-        let (status, page) = exporter.get("/").await;
+        let (status, page) = exporter.get(&format!("/tasks/{t}")).await;
         assert_eq!(status, 200);
         assert!(!page.contains("<script>"), "no markup from the sandbox");
         assert!(!page.contains("<b>PE32"));
@@ -58,6 +58,12 @@ async fn a_hostile_file_name_cannot_forge_a_metric_line_or_markup() {
         );
         assert!(page.contains("inv&quot;oice"));
         assert!(!page.contains('\u{202e}'));
+        let (status, overview) = exporter.get("/").await;
+        assert_eq!(status, 200);
+        assert!(
+            overview.contains(r#"id="red-count">1</a>"#),
+            "the Red task is counted"
+        );
     })
     .await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{duration, optional, required, unsigned, MIN_POSITIVE};
 use crate::config::problem::Problems;
 use crate::config::raw::{RawSandbox, Slot};
-use crate::config::SandboxConfig;
+use crate::config::{SandboxConfig, UiTaskUrl};
 use crate::secret::Secret;
 use krs_web_config::file::read_capped;
 
@@ -103,6 +103,17 @@ fn sandbox_config(
         MAX_RESPONSE_BYTES,
     );
     let max_records = unsigned(problems, &raw.max_records, DEFAULT_MAX_RECORDS, MAX_RECORDS);
+    let ui_task_url = match &raw.ui_task_url.slot {
+        Slot::Given(text) => match UiTaskUrl::parse(text) {
+            Ok(template) => Some(Some(template)),
+            Err(why) => {
+                problems.report_value(&raw.ui_task_url.path, text, why);
+                None
+            }
+        },
+        Slot::Absent => Some(None),
+        Slot::Invalid => None,
+    };
     if !raw.ca_file.is_absent() && ca_file.is_none() {
         return None;
     }
@@ -117,6 +128,7 @@ fn sandbox_config(
         max_response_bytes: max_response_bytes?,
         // Bounded to a million above, so it fits any usize.
         max_records: usize::try_from(max_records?).ok()?,
+        ui_task_url: ui_task_url?,
     })
 }
 
