@@ -200,8 +200,14 @@ tasks:
             return ("ok", found, body) if found else None
         found = wait_for(counted, 60)
         logs = "".join(open(os.path.join(tmp, n)).read()[-400:] for n in ("sim.log", "exporter.log"))
+        detail = logs
+        if found and found[0] == "error":
+            # The scrape itself, to tell a truncated exposition from a parser's complaint.
+            detail = f"{found[1]}; the scrape's last 600 characters: {found[2][-600:]!r}"
+        elif found:
+            detail = found[1]
         if not report.check("hostile: the scrape parses and the Red file is counted",
-                            found and found[0] == "ok", found[1] if found else logs):
+                            found and found[0] == "ok", detail):
             return
         sample = found[1][0]
         labels = sample.exemplar.labels
