@@ -199,7 +199,7 @@ pub struct PollEntry {
 }
 
 /// Polls kept per task for the task page.
-pub const POLL_HISTORY: usize = 10;
+pub const POLL_HISTORY: usize = 8;
 
 /// A consistent copy of the state for renderers, taken under the lock and read without it:
 /// the watch list and one [`TaskRow`] per watched task, in watch-list order.
@@ -408,7 +408,9 @@ impl State {
             task.row = record.row;
             task.seen = record.seen;
             task.settled_for = record.settled_for;
-            if task.row.last_poll.is_some() {
+            // Polled before, or never to be polled (failed, deleted): ready either way.
+            let never = task.row.life.as_ref().is_some_and(|l| l.state.is_gone());
+            if task.row.last_poll.is_some() || never {
                 inner.done(&id);
             }
             restored += 1;
@@ -570,10 +572,16 @@ impl State {
                     detail.first_seen =
                         prepared.seen.get(&detail.key).map_or(now, |f| f.first_seen);
                 }
-                task.row.snapshot = Some(Arc::new(prepared.snapshot));
-                task.seen = Some(Arc::new(prepared.seen));
+                // A body can differ in bytes only (a time stamp the decoder does not read):
+                // then nothing the task shows or remembers changed, and nothing is kept anew.
+                let same = task.row.snapshot.as_deref() == Some(&prepared.snapshot)
+                    && task.seen.as_deref() == Some(&prepared.seen);
+                if !same {
+                    task.row.snapshot = Some(Arc::new(prepared.snapshot));
+                    task.seen = Some(Arc::new(prepared.seen));
+                    changed = true;
+                }
                 counted.files = prepared.files;
-                changed = true;
                 activity
             }
             Outcome::Failed(error) => {
@@ -765,6 +773,9 @@ impl TaskState {
     fn remember(&mut self, entry: PollEntry) {
         if self.history.len() == POLL_HISTORY {
             self.history.pop_front();
+        } else if self.history.capacity() == 0 {
+            // Exactly the history's size, once: growth would double it past that.
+            self.history.reserve_exact(POLL_HISTORY);
         }
         self.history.push_back(entry);
     }

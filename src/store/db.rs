@@ -22,7 +22,7 @@ use crate::config::TaskId;
 use crate::journal::MAX_EVENTS;
 
 /// redb's page cache: what restarts and commits touch stays hot; the rest is the OS's.
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES: usize = 4 << 20;
 
 /// The format this build writes. Older files are migrated on open; newer ones are moved aside.
 pub const SCHEMA: u64 = 2;

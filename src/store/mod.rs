@@ -49,6 +49,10 @@ pub const FILE_NAME: &str = "krs-exporter.redb";
 /// The lock file inside the storage directory.
 pub const LOCK_NAME: &str = "lock";
 
+/// How long the writer lets saves gather before committing them together: it bounds how late a
+/// new count is shown, and how often the disk is flushed.
+const GROUP_WINDOW: Duration = Duration::from_millis(25);
+
 /// Re-opening a store that failed waits this long at first, doubling up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -487,6 +491,10 @@ impl Store {
             }
             return;
         }
+        if save.is_none() && !counts {
+            // Nothing to keep: the writer sleeps on (most polls of a quiet fleet).
+            return;
+        }
         let mut pending = self.shared.lock_pending();
         if let Some(save) = save {
             pending.save(save);
@@ -627,8 +635,15 @@ impl Writer {
     fn wait(&self) -> Pending {
         let mut pending = self.shared.lock_pending();
         loop {
-            if !pending.is_empty() || pending.stop {
+            if pending.stop {
                 return std::mem::take(&mut *pending);
+            }
+            if !pending.is_empty() {
+                // Group commit: what else finishes within a moment shares this commit's fsync
+                // (a busy fleet's polls, a read of the task list's state changes).
+                drop(pending);
+                std::thread::sleep(GROUP_WINDOW);
+                return std::mem::take(&mut *self.shared.lock_pending());
             }
             if self.db.is_none() {
                 let now = Instant::now();

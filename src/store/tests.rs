@@ -344,6 +344,23 @@ fn an_unchanged_poll_writes_nothing() {
         life: None,
     });
     assert!(unchanged.save.is_none());
+    // Other bytes, the same files (a time stamp the decoder ignores): nothing to keep either.
+    let same_files = r.state.apply(PollReport {
+        task: id(T1),
+        finished: SystemTime::now(),
+        status: Some(200),
+        result: Ok(crate::sandbox::Downloads::Changed {
+            decoded: crate::sandbox::decode::Decoded {
+                files: vec![red("aa", &[])],
+                report: Default::default(),
+            },
+            digest: Some(crate::sandbox::BodyDigest::of(
+                b"[the same files, other bytes]",
+            )),
+        }),
+        life: None,
+    });
+    assert!(same_files.save.is_none());
     let failed = |error: &str| {
         r.state.apply(PollReport {
             task: id(T1),
@@ -435,5 +452,31 @@ fn a_store_that_stops_taking_writes_serves_from_memory_and_is_written_afresh_onc
     assert!(
         applied.activity.downloads.is_empty(),
         "the file stays counted once"
+    );
+}
+
+#[test]
+fn a_restored_task_that_is_never_polled_again_counts_as_ready() {
+    let state = state_of(&[T1], Default::default());
+    assert!(!state.ready());
+    let record = Record {
+        row: state::TaskRow {
+            life: Some(Arc::new(crate::lifecycle::TaskLife {
+                state: crate::sandbox::decode::lifecycle::TaskState::Failed,
+                result_id: "r".into(),
+                created: None,
+                processed: None,
+                zone: DangerZone::Unknown,
+                verdict: "Unknown".into(),
+            })),
+            ..Default::default()
+        },
+        seen: None,
+        settled_for: None,
+    };
+    assert_eq!(state.restore([(id(T1), record)]), 1);
+    assert!(
+        state.ready(),
+        "a failed task is never polled: nothing to wait for"
     );
 }
