@@ -227,7 +227,10 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         .ready_at
         .map(|at| (at - spawned_at).as_secs_f64());
     let restart = match (args.restart, s.storage.path.is_some()) {
-        (true, true) => Some(storage::restart(s, s.storage).await?),
+        (true, true) => {
+            let shown = storage::tasks_with_downloads(&String::from_utf8_lossy(&body));
+            Some(storage::restart(s, s.storage, shown).await?)
+        }
         _ => None,
     };
     let warnings = std::fs::read_to_string(&stderr_path).ok().map(|text| {

@@ -359,9 +359,10 @@ fn restart_markdown(out: &mut String, r: &crate::storage::RestartStats) {
     );
     let _ = writeln!(
         out,
-        "| spawn to a `/metrics` with every task's `krs_task_downloads` | {} ({} tasks shown, {} scrapes; `krs_storage_restored_tasks` {}) | – |",
+        "| spawn to a `/metrics` with `krs_task_downloads` for every task shown before the stop | {} ({} of {} tasks, {} scrapes; `krs_storage_restored_tasks` {}) | – |",
         secs(off.all_tasks_s),
         off.tasks_shown,
+        off.tasks_expected,
         off.scrapes,
         opt(off.restored_tasks, 0)
     );

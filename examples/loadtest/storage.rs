@@ -144,7 +144,7 @@ pub fn value(body: &str, name: &str) -> Option<f64> {
 }
 
 /// Tasks with at least one `krs_task_downloads` series.
-fn tasks_with_downloads(body: &str) -> usize {
+pub fn tasks_with_downloads(body: &str) -> usize {
     let mut tasks = HashSet::new();
     for line in body.lines() {
         let Some(labels) = line.strip_prefix("krs_task_downloads{") else {
@@ -173,8 +173,11 @@ pub struct RestartStats {
 pub struct Offline {
     pub healthy_s: f64,
     pub ready_s: Option<f64>,
-    /// The first `/metrics` with every task's `krs_task_downloads`.
+    /// The first `/metrics` with `krs_task_downloads` for as many tasks as the last scrape
+    /// before the stop (every task with a fixed list; with discovery, the tasks never polled,
+    /// failed ones, have none).
     pub all_tasks_s: Option<f64>,
+    pub tasks_expected: usize,
     pub tasks_shown: usize,
     pub restored_tasks: Option<f64>,
     pub rss_at_healthy: Rss,
@@ -197,19 +200,27 @@ pub struct Online {
 
 const FIRST: Duration = Duration::from_secs(10);
 
-pub async fn restart(s: &Setup<'_>, storage: &StorageDir) -> Result<RestartStats, String> {
+/// `expected`: tasks with `krs_task_downloads` in the last scrape before the stop.
+pub async fn restart(
+    s: &Setup<'_>,
+    storage: &StorageDir,
+    expected: usize,
+) -> Result<RestartStats, String> {
     let http = s.http;
     // A port nobody listens on: the store alone feeds /metrics.
     let dead = format!("http://127.0.0.1:{}", proc::free_port()?);
     let offline_config = s.dir.join("krs-exporter-offline.yml");
     std::fs::write(&offline_config, s.config.replace(&s.sim.base_url(), &dead))
         .map_err(|e| e.to_string())?;
-    let mut offline = Offline::default();
+    let mut offline = Offline {
+        tasks_expected: expected,
+        ..Offline::default()
+    };
     {
         let (exporter, base, spawned) = spawn(s, storage, &offline_config, "offline").await?;
         offline.healthy_s = spawned.elapsed().as_secs_f64();
         offline.rss_at_healthy = exporter.rss()?;
-        let limit = Instant::now() + Duration::from_secs(180);
+        let limit = Instant::now() + Duration::from_secs(60);
         while Instant::now() < limit {
             if offline.ready_s.is_none()
                 && phases::get_status(http, &format!("{base}/-/ready")).await == Some(200)
@@ -223,7 +234,7 @@ pub async fn restart(s: &Setup<'_>, storage: &StorageDir) -> Result<RestartStats
                 let body = String::from_utf8_lossy(&body);
                 offline.tasks_shown = tasks_with_downloads(&body);
                 offline.restored_tasks = value(&body, "krs_storage_restored_tasks");
-                if offline.tasks_shown as u64 >= s.args.tasks {
+                if offline.tasks_shown >= expected {
                     offline.all_tasks_s = Some(at);
                     offline.rss_after_scrape = exporter.rss()?;
                 }
