@@ -31,6 +31,11 @@
 //! requests per endpoint, the first interval's rate, the detonating tasks' poll gaps and, with
 //! `--freshness-every`, the files' freshness ([`life`]).
 //!
+//! `--storage temp|DIR` gives the exporter a store (`--storage.path`; the default `memory`
+//! passes `--storage.path=`), and the report adds its disk writes over the window
+//! (`/proc/PID/io`), commits per second and the file's size; `--restart` then starts the
+//! exporter twice more on the same directory ([`storage`]).
+//!
 //! Children are stopped on drop (errors and panics included) and on SIGINT/SIGTERM, and run
 //! under `timeout(1)`, so nothing outlives the harness for long ([`proc`]).
 
@@ -46,6 +51,7 @@ mod mix;
 mod phases;
 mod proc;
 mod report;
+mod storage;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -161,6 +167,17 @@ pub struct RunArgs {
     /// from their appearance at the simulator to the first scrape that shows them.
     #[arg(long, value_parser = humantime::parse_duration)]
     freshness_every: Option<Duration>,
+    /// The exporter's store: `memory` (`--storage.path=`, nothing written), `temp` (a fresh
+    /// directory, removed at the end) or a directory (used as found, and kept). With a store
+    /// the report adds the disk bytes written, the commits and the file's size.
+    #[arg(long, default_value = "memory")]
+    storage: storage::Storage,
+    /// With a store: after the phase, start the exporter again on the same directory, first
+    /// against a closed port (time to healthy, ready, and a /metrics holding every task, all
+    /// from the store), then against the simulator (requests over the first 10 s and the next
+    /// `--duration`). Use with `--no-floor` and one round.
+    #[arg(long)]
+    restart: bool,
 }
 
 fn main() -> ExitCode {
@@ -264,6 +281,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| format!("starting the simulator: {e}"))?;
 
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let store_dir = storage::StorageDir::new(&args.storage)?;
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).map_err(|e| e.to_string())?;
     let config_path = dir.path().join("krs-exporter.yml");
@@ -286,6 +304,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         warmup,
         timeout,
         clk_tck: proc::clk_tck(),
+        storage: &store_dir,
     };
 
     let mut rounds = Vec::new();
@@ -327,6 +346,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         clk_tck: setup.clk_tck,
         exporter_binary: exporter_bin.display().to_string(),
+        storage: store_dir
+            .path
+            .as_ref()
+            .map_or("memory".into(), |p| format!("`{}`", p.display())),
         rounds,
         median_rate_ratio,
         median_cpu_ratio,

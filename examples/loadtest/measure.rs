@@ -51,6 +51,12 @@ pub struct Phase {
     pub exporter_warnings: Option<usize>,
     /// With `--discovery`.
     pub life: Option<crate::life::LifeStats>,
+    /// The exporter's `/proc/PID/io` over the window.
+    pub io: Option<crate::storage::IoStats>,
+    /// With `--storage temp|DIR`.
+    pub store: Option<crate::storage::StoreStats>,
+    /// With `--restart`.
+    pub restart: Option<crate::storage::RestartStats>,
 }
 
 #[derive(Debug, Serialize)]

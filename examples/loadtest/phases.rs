@@ -12,6 +12,7 @@ use crate::floor::FloorOutcome;
 use crate::life;
 use crate::measure::{self, HealthStats, Phase, ReloadStats, ScrapeStats};
 use crate::proc::{self, CpuSample, Proc};
+use crate::storage::{self, StorageDir};
 use crate::{mix, RunArgs, USER};
 
 /// What both phases share.
@@ -28,6 +29,7 @@ pub struct Setup<'a> {
     pub warmup: Duration,
     pub timeout: Duration,
     pub clk_tck: u64,
+    pub storage: &'a StorageDir,
 }
 
 /// Health probes and the moment `/-/ready` first answered 200, filled in by [`probe_health`].
@@ -52,6 +54,7 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         format!("127.0.0.1:{port}"),
         "--log.level".into(),
         args.log_level.clone(),
+        s.storage.flag(),
     ]);
     let budget = s.warmup + args.duration + args.interval * 3 + Duration::from_secs(300);
     sim.reset_stats();
@@ -125,11 +128,13 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     tokio::time::sleep((healthy_at + s.warmup).saturating_sub(sim.elapsed())).await;
     let rss_before_scrapes = exporter.rss()?;
     let mut scrapes: Vec<(Duration, Duration)> = Vec::new();
-    let polls0 = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
+    let (polls0, writes0) = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
     let polls0_at = Instant::now();
+    let io0 = storage::io(exporter.pid);
     let (cpu0, t0, cpu1, t1) =
         measurement_window(&exporter, args.wrap.as_deref(), sim, args.duration).await?;
-    let polls1 = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
+    let io1 = storage::io(exporter.pid);
+    let (polls1, writes1) = timed(sim, &mut scrapes, scrape_polls(http, &base)).await?;
     let polls1_at = Instant::now();
 
     let mut plain = Vec::new();
@@ -151,6 +156,21 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     let watch_to = sim.elapsed();
     background.cancel();
     exporter.stop(Duration::from_secs(10));
+    let io = storage::per_hour(io0, io1, (t1 - t0).as_secs_f64());
+    let store = s.storage.path.as_ref().map(|dir| {
+        let text = String::from_utf8_lossy(&body);
+        let size = storage::value(&text, "krs_storage_size_bytes").unwrap_or(0.0);
+        storage::StoreStats {
+            dir: dir.display().to_string(),
+            disk_bytes_per_h: io.disk_bytes_per_h,
+            wchar_per_h: io.wchar_per_h,
+            commits_per_s: (writes1.0 - writes0.0) / (t1 - t0).as_secs_f64(),
+            write_failures: writes1.1,
+            size_bytes: size,
+            file_bytes: s.storage.file_bytes(),
+            bytes_per_task: size / args.tasks as f64,
+        }
+    });
 
     let log = sim.request_log();
     if (log.len() as u64) < sim.total_requests() {
@@ -206,6 +226,13 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
     let ready_s = lock(&probes)
         .ready_at
         .map(|at| (at - spawned_at).as_secs_f64());
+    let restart = match (args.restart, s.storage.path.is_some()) {
+        (true, true) => {
+            let shown = storage::tasks_with_downloads(&String::from_utf8_lossy(&body));
+            Some(storage::restart(s, s.storage, shown).await?)
+        }
+        _ => None,
+    };
     let warnings = std::fs::read_to_string(&stderr_path).ok().map(|text| {
         text.lines()
             .filter(|l| l.contains("level=warn") || l.contains("level=error"))
@@ -249,6 +276,9 @@ pub async fn exporter(s: &Setup<'_>) -> Result<Phase, String> {
         spread,
         exporter_warnings: warnings,
         life,
+        io: Some(io),
+        store,
+        restart,
     })
 }
 
@@ -439,7 +469,7 @@ async fn reload_at(
     });
 }
 
-async fn get_status(http: &reqwest::Client, url: &str) -> Option<u16> {
+pub async fn get_status(http: &reqwest::Client, url: &str) -> Option<u16> {
     http.get(url)
         .timeout(Duration::from_secs(2))
         .send()
@@ -450,7 +480,7 @@ async fn get_status(http: &reqwest::Client, url: &str) -> Option<u16> {
 
 /// One GET of /metrics: wall milliseconds to the last byte, the body as sent, its
 /// `Content-Encoding`.
-async fn scrape(
+pub async fn scrape(
     http: &reqwest::Client,
     base: &str,
     gzip: bool,
@@ -488,13 +518,15 @@ async fn scrape(
     Ok((ms, body.to_vec(), encoding))
 }
 
-async fn scrape_polls(http: &reqwest::Client, base: &str) -> Result<f64, String> {
+/// `krs_polls_total`, and the store's writes and failures (0 without a store).
+async fn scrape_polls(http: &reqwest::Client, base: &str) -> Result<(f64, (f64, f64)), String> {
     let (_, body, _) = scrape(http, base, false).await?;
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix("krs_polls_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| "krs_polls_total missing from /metrics".into())
+    let text = String::from_utf8_lossy(&body);
+    let polls = storage::value(&text, "krs_polls_total")
+        .ok_or_else(|| "krs_polls_total missing from /metrics".to_string())?;
+    let writes = storage::value(&text, "krs_storage_writes_total").unwrap_or(0.0);
+    let failures = storage::value(&text, "krs_storage_write_failures_total").unwrap_or(0.0);
+    Ok((polls, (writes, failures)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

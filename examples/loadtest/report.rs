@@ -20,6 +20,8 @@ pub struct Report {
     pub cpus: usize,
     pub clk_tck: u64,
     pub exporter_binary: String,
+    /// `--storage`: `memory` or the store's directory.
+    pub storage: String,
     pub rounds: Vec<Round>,
     /// Medians over the rounds of exporter / floor.
     pub median_rate_ratio: Option<f64>,
@@ -50,8 +52,8 @@ pub fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "Window {:.0}s after {:.0}s of warm-up; {} CPUs, CLK_TCK {}; exporter `{}`.\n",
-        r.window_s, r.warmup_s, r.cpus, r.clk_tck, r.exporter_binary
+        "Window {:.0}s after {:.0}s of warm-up; {} CPUs, CLK_TCK {}; exporter `{}`; storage {}.\n",
+        r.window_s, r.warmup_s, r.cpus, r.clk_tck, r.exporter_binary, r.storage
     );
     for (i, round) in r.rounds.iter().enumerate() {
         if r.rounds.len() > 1 {
@@ -172,6 +174,33 @@ fn round_markdown(out: &mut String, r: &Report, round: &Round) {
         rss(f.map(|f| f.rss_end)),
         String::new(),
     );
+    if let Some(io) = &e.io {
+        row(
+            "exporter disk writes per hour: `write_bytes` (`wchar`, sockets included)".into(),
+            format!("{} ({})", bytes(io.disk_bytes_per_h), bytes(io.wchar_per_h)),
+            "–".into(),
+            String::new(),
+        );
+    }
+    if let Some(st) = &e.store {
+        row(
+            "store commits/s (`krs_storage_writes_total`; failures)".into(),
+            format!("{:.2} ({:.0})", st.commits_per_s, st.write_failures),
+            "–".into(),
+            String::new(),
+        );
+        row(
+            "store size at the end: `krs_storage_size_bytes` (per task; file after stop)".into(),
+            format!(
+                "{} ({:.0} B; {})",
+                bytes(st.size_bytes),
+                st.bytes_per_task,
+                st.file_bytes.map_or("–".into(), |b| bytes(b as f64))
+            ),
+            "–".into(),
+            String::new(),
+        );
+    }
     row(
         "non-200 answers / errors".into(),
         e.non_200.to_string(),
@@ -290,6 +319,9 @@ fn round_markdown(out: &mut String, r: &Report, round: &Round) {
     if let Some(l) = &e.life {
         crate::life::markdown(out, l);
     }
+    if let Some(rs) = &e.restart {
+        restart_markdown(out, rs);
+    }
     let _ = writeln!(out);
 }
 
@@ -306,4 +338,81 @@ fn rss(v: Option<Rss>) -> String {
             r.now_kib as f64 / 1024.0
         )
     })
+}
+
+fn restart_markdown(out: &mut String, r: &crate::storage::RestartStats) {
+    let (off, on) = (&r.offline, &r.online);
+    let secs = |v: Option<f64>| v.map_or("never".into(), |s| format!("{s:.2}s"));
+    let _ = writeln!(out, "### restart on the same store\n");
+    let _ = writeln!(out, "| measure | sandbox unreachable | sandbox up |");
+    let _ = writeln!(out, "|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| spawn to `/-/healthy` | {:.2}s | {:.2}s |",
+        off.healthy_s, on.healthy_s
+    );
+    let _ = writeln!(
+        out,
+        "| spawn to `/-/ready` 200 | {} | {} |",
+        secs(off.ready_s),
+        secs(on.ready_s)
+    );
+    let _ = writeln!(
+        out,
+        "| spawn to a `/metrics` with `krs_task_downloads` for every task shown before the stop | {} ({} of {} tasks, {} scrapes; `krs_storage_restored_tasks` {}) | – |",
+        secs(off.all_tasks_s),
+        off.tasks_shown,
+        off.tasks_expected,
+        off.scrapes,
+        opt(off.restored_tasks, 0)
+    );
+    let _ = writeln!(
+        out,
+        "| RSS MiB at healthy (peak / now) | {} | {} |",
+        rss(Some(off.rss_at_healthy)),
+        rss(Some(on.rss_at_healthy))
+    );
+    let _ = writeln!(
+        out,
+        "| RSS MiB after that scrape / at the end | {} | {} |",
+        rss(Some(off.rss_after_scrape)),
+        rss(Some(on.rss_end))
+    );
+    let _ = writeln!(
+        out,
+        "| requests/s at the simulator: first 10 s / later | – | {:.1} / {:.1} |\n",
+        on.first_rate, on.later_rate
+    );
+    let _ = writeln!(
+        out,
+        "| requests at the simulator | bucket | buckets | mean | min | max | max / mean |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for s in &on.spread {
+        let _ = writeln!(
+            out,
+            "| {} ({:.1}–{:.1}s) | {} ms | {} | {:.1} | {} | {} | {:.2} |",
+            s.window,
+            s.from_s,
+            s.to_s,
+            s.bucket_ms,
+            s.buckets,
+            s.mean,
+            s.min,
+            s.max,
+            s.max_over_mean
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// Bytes with a binary unit.
+fn bytes(v: f64) -> String {
+    if v >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", v / 1024.0 / 1024.0)
+    } else if v >= 1024.0 {
+        format!("{:.1} KiB", v / 1024.0)
+    } else {
+        format!("{v:.0} B")
+    }
 }
