@@ -200,6 +200,7 @@ pub struct PollEntry {
 
 /// Polls kept per task for the task page.
 pub const POLL_HISTORY: usize = 8;
+const _: () = assert!(POLL_HISTORY.is_power_of_two());
 
 /// A consistent copy of the state for renderers, taken under the lock and read without it:
 /// the watch list and one [`TaskRow`] per watched task, in watch-list order.
@@ -771,11 +772,9 @@ impl TaskState {
     }
 
     fn remember(&mut self, entry: PollEntry) {
+        // Growth doubles from 4: a power of two as the bound never allocates past it.
         if self.history.len() == POLL_HISTORY {
             self.history.pop_front();
-        } else if self.history.capacity() == 0 {
-            // Exactly the history's size, once: growth would double it past that.
-            self.history.reserve_exact(POLL_HISTORY);
         }
         self.history.push_back(entry);
     }
