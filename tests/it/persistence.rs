@@ -377,15 +377,11 @@ async fn a_task_dropped_from_the_configuration_while_down_leaves_the_store() {
         second.stop().await;
         let third = Exporter::start_stateful(&both, storage.path()).await;
         let scrape = third.scrape().await;
+        // (The re-added task may already be polled anew by now; it was not restored.)
         assert_eq!(
             restored(&scrape),
             1.0,
             "the dropped task's record was removed"
-        );
-        assert_eq!(
-            scrape.count("krs_task_up", &[]),
-            1,
-            "only the kept task is restored"
         );
     })
     .await;
