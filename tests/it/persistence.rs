@@ -31,7 +31,10 @@ fn counters(scrape: &Scrape) -> BTreeMap<String, f64> {
     out
 }
 
-async fn scrape_of(process: &Process) -> Option<Scrape> {
+/// A scrape of `process`, if it answers and is the exporter watching `task`: its port was
+/// free when it was picked, but in a busy test run another process may hold it by the time the
+/// exporter binds (the exporter then exits, and whatever holds the port is not ours).
+async fn scrape_of(process: &Process, task: &str) -> Option<Scrape> {
     let response = reqwest::Client::new()
         .get(process.url("/metrics"))
         .timeout(Duration::from_secs(2))
@@ -41,7 +44,8 @@ async fn scrape_of(process: &Process) -> Option<Scrape> {
     if response.status() != 200 {
         return None;
     }
-    Some(Scrape::parse(&response.text().await.ok()?))
+    let scrape = Scrape::parse(&response.text().await.ok()?);
+    (scrape.count("krs_task_info", &[("task_id", task)]) == 1).then_some(scrape)
 }
 
 /// A small deterministic generator: the kill moments vary with the seed, printed on failure.
@@ -114,6 +118,14 @@ async fn a_kill_9_at_random_moments_never_loses_or_double_counts_a_file() {
         let mut highest: BTreeMap<String, f64> = BTreeMap::new();
         let mut kills = 0;
         let mut scrapes = 0;
+        // What each killed run said of its store, for a failure's message.
+        let mut logs: Vec<String> = Vec::new();
+        let store_lines = |log: &str| -> String {
+            log.lines()
+                .filter(|l| l.contains("store") || l.contains("restored") || l.contains("level=error"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         // Until every file has appeared: up for a random while, killed, down for a random
         // while (files appear meanwhile), again.
         while started.elapsed() < Duration::from_secs(38) {
@@ -121,13 +133,15 @@ async fn a_kill_9_at_random_moments_never_loses_or_double_counts_a_file() {
             let up_for = Duration::from_millis(200) + moments.next(Duration::from_millis(2_500));
             let until = std::time::Instant::now() + up_for;
             while std::time::Instant::now() < until {
-                if let Some(scrape) = scrape_of(&process).await {
+                if let Some(scrape) = scrape_of(&process, &ids[0]).await {
                     scrapes += 1;
                     for (series, value) in counters(&scrape) {
                         let seen = highest.entry(series.clone()).or_insert(0.0);
                         assert!(
                             value >= *seen,
-                            "{series} went down from {seen} to {value} (seed {seed})"
+                            "{series} went down from {seen} to {value} (seed {seed}); this run:\n{}\nthe run before:\n{}",
+                            store_lines(&process.stderr()),
+                            logs.last().map(String::as_str).unwrap_or("")
                         );
                         *seen = value;
                     }
@@ -135,6 +149,7 @@ async fn a_kill_9_at_random_moments_never_loses_or_double_counts_a_file() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             process.signal("KILL");
+            logs.push(store_lines(&process.stderr()));
             drop(process);
             kills += 1;
             tokio::time::sleep(moments.next(Duration::from_millis(1_500))).await;
@@ -143,7 +158,7 @@ async fn a_kill_9_at_random_moments_never_loses_or_double_counts_a_file() {
         // Every file has appeared: the last run counts what the killed ones did not.
         let last = Process::spawn_stateful(&yaml, storage.path(), &[]);
         let settled = eventually("the counters reach the ground truth", || async {
-            let scrape = scrape_of(&last).await?;
+            let scrape = scrape_of(&last, &ids[0]).await?;
             let now = counters(&scrape);
             for (series, value) in &now {
                 assert!(
@@ -158,7 +173,7 @@ async fn a_kill_9_at_random_moments_never_loses_or_double_counts_a_file() {
         // Further polls add nothing: no file is counted twice.
         let polls = settled.value_or_zero("krs_polls_total", &[]);
         let later = eventually("a few more rounds of polls", || async {
-            let scrape = scrape_of(&last).await?;
+            let scrape = scrape_of(&last, &ids[0]).await?;
             (scrape.value_or_zero("krs_polls_total", &[]) >= polls + 36.0).then_some(scrape)
         })
         .await;
@@ -186,13 +201,13 @@ async fn a_restart_serves_the_last_series_at_once_even_while_the_sandbox_is_down
         let mut first = Process::spawn_stateful(&yaml, storage.path(), &[]);
         let red = [("task_id", task.as_str()), ("danger_zone", "Red")];
         eventually("the second file is counted", || async {
-            let s = scrape_of(&first).await?;
+            let s = scrape_of(&first, &task).await?;
             (s.value_or_zero("krs_downloads_total", &[("danger_zone", "Red")]) == 1.0
                 && s.value_or_zero("krs_task_downloads", &red) == 2.0)
                 .then_some(())
         })
         .await;
-        let last_success = scrape_of(&first)
+        let last_success = scrape_of(&first, &task)
             .await
             .and_then(|s| {
                 s.value(
@@ -209,7 +224,7 @@ async fn a_restart_serves_the_last_series_at_once_even_while_the_sandbox_is_down
         second.wait_healthy().await;
         let ready = reqwest::get(second.url("/-/ready")).await.unwrap();
         assert_eq!(ready.status(), 200, "restored, so ready before any poll");
-        let scrape = scrape_of(&second).await.expect("a scrape");
+        let scrape = scrape_of(&second, &task).await.expect("a scrape");
         assert_eq!(scrape.value_or_zero("krs_task_downloads", &red), 2.0);
         // The last success is the first run's (a poll of the stopped sandbox may have failed
         // since, which keeps the last snapshot's series and sets only `up` to 0).
@@ -270,7 +285,7 @@ async fn a_damaged_store_is_moved_aside_and_the_exporter_starts_from_a_new_basel
         let process = Process::spawn_stateful(&yaml, storage.path(), &[]);
         // Polled, and the new baseline kept in the fresh file.
         let scrape = eventually("the task is polled and kept", || async {
-            let s = scrape_of(&process).await?;
+            let s = scrape_of(&process, &task).await?;
             (s.value_or_zero(
                 "krs_task_downloads",
                 &[("task_id", &task), ("danger_zone", "Red")],
