@@ -294,7 +294,7 @@ impl Opened {
 }
 
 fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
-    let stamp = httpdate_stamp(SystemTime::now());
+    let stamp = utc_stamp(SystemTime::now());
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".corrupt-{stamp}"));
     let aside = PathBuf::from(aside);
@@ -302,32 +302,11 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
-/// `20261201T183000Z`.
-fn httpdate_stamp(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// `20261201T183000Z`: RFC 3339 in its basic form, safe in a file name.
+fn utc_stamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace(['-', ':'], "")
 }
 
 /// Where observed state goes: a database file through the writer thread, or nowhere.

@@ -407,10 +407,10 @@ fn a_removed_task_leaves_the_store() {
 #[test]
 fn dates_in_moved_aside_names_are_utc_calendar_dates() {
     assert_eq!(
-        httpdate_stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_150_000)),
+        utc_stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_150_000)),
         "20261201T183320Z"
     );
-    assert_eq!(httpdate_stamp(SystemTime::UNIX_EPOCH), "19700101T000000Z");
+    assert_eq!(utc_stamp(SystemTime::UNIX_EPOCH), "19700101T000000Z");
 }
 
 #[test]
