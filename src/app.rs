@@ -27,7 +27,7 @@ use crate::server::{self, ReloadRequest, Routes};
 use crate::shard::Shard;
 use crate::signals::Hangups;
 use crate::state::{Save, State};
-use crate::store::{Counter, Opened, StorageDir, Store};
+use crate::store::{split_counters, Opened, StorageDir, Store};
 use krs_web_config::{TlsAcceptorCache, WebConfig, WebConfigError};
 
 /// How long shutdown may take, from the termination signal to exit: the HTTP drain, the
@@ -318,14 +318,7 @@ async fn restore(
     let state = Arc::new(State::new(fleet.watch_list()));
     let kept_ids: Vec<TaskId> = restored.tasks.iter().map(|(id, _)| id.clone()).collect();
     let tasks = state.restore(restored.tasks);
-    let mut downloads = Vec::new();
-    let mut rules = Vec::new();
-    for (counter, value) in &restored.counters {
-        match counter {
-            Counter::Downloads(zone) => downloads.push((*zone, *value)),
-            Counter::YaraHits(rule) => rules.push((rule.as_str(), *value)),
-        }
-    }
+    let (downloads, rules) = split_counters(&restored.counters);
     state.restore_rules(rules.iter().map(|(rule, _)| *rule));
     metrics.restore_counters(downloads, rules.iter().copied());
     opened.status.restored = tasks;

@@ -187,6 +187,22 @@ pub struct Restored {
     pub skipped: usize,
 }
 
+/// `krs_yara_hits_total`'s kept values, by rule.
+pub type RuleValues<'a> = Vec<(&'a str, u64)>;
+
+/// Kept counter values as the two fleet counters take them: by zone, and by rule.
+pub fn split_counters(counters: &[(Counter, u64)]) -> (Vec<(DangerZone, u64)>, RuleValues<'_>) {
+    let mut downloads = Vec::new();
+    let mut rules = Vec::new();
+    for (counter, value) in counters {
+        match counter {
+            Counter::Downloads(zone) => downloads.push((*zone, *value)),
+            Counter::YaraHits(rule) => rules.push((rule.as_str(), *value)),
+        }
+    }
+    (downloads, rules)
+}
+
 /// What the status page says of the store.
 #[derive(Clone, Debug, Default)]
 pub struct Status {

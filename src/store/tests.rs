@@ -24,12 +24,34 @@ fn red(sha: &str, rules: &[&str]) -> Download {
 }
 
 fn poll(state: &State, files: Vec<Download>) -> state::Applied {
-    state.apply(PollReport {
+    state.apply(report(Some(200), Ok(files.into())))
+}
+
+/// A poll of `T1` ending now.
+fn report(
+    status: Option<u16>,
+    result: Result<crate::sandbox::Downloads, state::PollError>,
+) -> PollReport {
+    PollReport {
         task: id(T1),
         finished: SystemTime::now(),
-        status: Some(200),
-        result: Ok(files.into()),
+        status,
+        result,
         life: None,
+    }
+}
+
+/// `files` in a body whose digest is that of `body`.
+fn in_body(
+    files: Vec<Download>,
+    body: &[u8],
+) -> Result<crate::sandbox::Downloads, state::PollError> {
+    Ok(crate::sandbox::Downloads::Changed {
+        decoded: crate::sandbox::decode::Decoded {
+            files,
+            report: Default::default(),
+        },
+        digest: Some(crate::sandbox::BodyDigest::of(body)),
     })
 }
 
@@ -47,18 +69,7 @@ fn run(dir: &Path) -> Running {
     let state = Arc::new(state_of(&[T1], Default::default()));
     let metrics = Arc::new(Metrics::default());
     let count = state.restore(restored.tasks);
-    let downloads = restored.counters.iter().filter_map(|(c, v)| match c {
-        Counter::Downloads(zone) => Some((*zone, *v)),
-        Counter::YaraHits(_) => None,
-    });
-    let rules: Vec<(&str, u64)> = restored
-        .counters
-        .iter()
-        .filter_map(|(c, v)| match c {
-            Counter::YaraHits(rule) => Some((rule.as_str(), *v)),
-            Counter::Downloads(_) => None,
-        })
-        .collect();
+    let (downloads, rules) = split_counters(&restored.counters);
     metrics.restore_counters(downloads, rules.iter().copied());
     let journal = Arc::new(Journal::restored(restored.events, restored.hours));
     let store = Store::start(
@@ -320,58 +331,31 @@ fn an_unchanged_poll_writes_nothing() {
     assert!(applied.save.is_some());
     r.store.commit(applied.save, applied.activity);
     let body = b"[the same body]";
-    let with_digest = r.state.apply(PollReport {
-        task: id(T1),
-        finished: SystemTime::now(),
-        status: Some(200),
-        result: Ok(crate::sandbox::Downloads::Changed {
-            decoded: crate::sandbox::decode::Decoded {
-                files: vec![red("aa", &[])],
-                report: Default::default(),
-            },
-            digest: Some(crate::sandbox::BodyDigest::of(body)),
-        }),
-        life: None,
-    });
+    let with_digest = r
+        .state
+        .apply(report(Some(200), in_body(vec![red("aa", &[])], body)));
     r.store.commit(with_digest.save, with_digest.activity);
-    let unchanged = r.state.apply(PollReport {
-        task: id(T1),
-        finished: SystemTime::now(),
-        status: Some(200),
-        result: Ok(crate::sandbox::Downloads::Unchanged(
+    let unchanged = r.state.apply(report(
+        Some(200),
+        Ok(crate::sandbox::Downloads::Unchanged(
             crate::sandbox::BodyDigest::of(body),
         )),
-        life: None,
-    });
+    ));
     assert!(unchanged.save.is_none());
     // Other bytes, the same files (a time stamp the decoder ignores): nothing to keep either.
-    let same_files = r.state.apply(PollReport {
-        task: id(T1),
-        finished: SystemTime::now(),
-        status: Some(200),
-        result: Ok(crate::sandbox::Downloads::Changed {
-            decoded: crate::sandbox::decode::Decoded {
-                files: vec![red("aa", &[])],
-                report: Default::default(),
-            },
-            digest: Some(crate::sandbox::BodyDigest::of(
-                b"[the same files, other bytes]",
-            )),
-        }),
-        life: None,
-    });
+    let same_files = r.state.apply(report(
+        Some(200),
+        in_body(vec![red("aa", &[])], b"[the same files, other bytes]"),
+    ));
     assert!(same_files.save.is_none());
     let failed = |error: &str| {
-        r.state.apply(PollReport {
-            task: id(T1),
-            finished: SystemTime::now(),
-            status: Some(500),
-            result: Err(state::PollError::Transport {
+        r.state.apply(report(
+            Some(500),
+            Err(state::PollError::Transport {
                 reason: crate::sandbox::FailureReason::Timeout,
                 detail: error.into(),
             }),
-            life: None,
-        })
+        ))
     };
     assert!(failed("x").save.is_some(), "up → down is kept");
     assert!(failed("x").save.is_none(), "the same failure again is not");
