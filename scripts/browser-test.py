@@ -27,11 +27,11 @@ Needs: chromium, chromium-driver (apt) and selenium 4 (pip).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +45,12 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no scripts/__pycache__ from loading e2e.py
+_spec = importlib.util.spec_from_file_location("e2e", os.path.join(HERE, "e2e.py"))
+e2e = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(e2e)  # its Report, free_port and wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER, PASSWORD = "browser", "browser-password"
@@ -61,26 +67,6 @@ WIDTHS = [(1280, 900), (390, 844)]
 PAGES = ["overview", "task", "events"]
 
 
-class Report:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"PASS {name}")
-        else:
-            self.failed += 1
-            print(f"FAIL {name}" + (f"\n  {detail}" if detail else ""))
-        return ok
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(argv, log):
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -92,19 +78,6 @@ def stop(proc):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def wait_for(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.25)
-    return None
 
 
 def get_json(port, path):
@@ -385,9 +358,9 @@ def main():
     bin_dir = args.bin_dir or default_bin_dir()
     shots = os.environ.get("KRS_SCREENSHOTS") or os.path.join(os.path.dirname(bin_dir), "screenshots")
     began = time.monotonic()
-    report = Report()
+    report = e2e.Report()
     with tempfile.TemporaryDirectory() as tmp:
-        sim_port, exp_port = free_port(), free_port()
+        sim_port, exp_port = e2e.free_port(), e2e.free_port()
         scenario, config = write_setup(tmp, sim_port)
         with open(config) as f:
             good_config = f.read()
@@ -404,7 +377,7 @@ def main():
         driver = None
         try:
             # Ready, and every delayed file counted (the Red one among them).
-            ready = wait_for(lambda: sum(
+            ready = e2e.wait_for(lambda: sum(
                 t["zones"]["Red"] + t["zones"]["Green"] + t["zones"]["Orange"]
                 for t in get_json(exp_port, "/api/v1/tasks")["tasks"]) == 3, 60)
             if not report.check("setup: the exporter counted every file of the scenario", ready,
@@ -419,7 +392,7 @@ def main():
             with open(config, "w") as f:
                 f.write(good_config)
             exporter = start_exporter("exporter-restarted.log")
-            back = wait_for(lambda: get_json(exp_port, "/api/v1/events?limit=1000")["events"], 30)
+            back = e2e.wait_for(lambda: get_json(exp_port, "/api/v1/events?limit=1000")["events"], 30)
             driver.get(base + "/events")
             kinds = [li.get_attribute("data-kind")
                      for li in driver.find_elements(By.CSS_SELECTOR, "#events li")]
